@@ -1,0 +1,87 @@
+"""`runbook.yml`: optional project settings; zero config must work for a standard Compose stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runbook.errors import ConfigError
+from runbook.yamlload import load_yaml_with_lines, locate
+
+CONFIG_NAME = "runbook.yml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComposeSettings(_Strict):
+    file: str | None = None
+    project: str | None = None
+
+
+class ServiceNames(_Strict):
+    db: str = "db"
+    backend: str = "backend"
+
+
+class BackendSettings(_Strict):
+    workdir: str | None = None
+    manage: list[str] = Field(default_factory=lambda: ["python", "manage.py"])
+    alembic: list[str] = Field(default_factory=lambda: ["alembic"])
+    env: dict[str, str] = Field(default_factory=dict)
+    user: str | None = None
+
+
+class DatabaseConfig(_Strict):
+    url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    # Name of an environment variable holding the password, so it need not sit in the file.
+    password_env: str | None = None
+    name: str | None = None
+
+
+class Config(_Strict):
+    target: Literal["compose", "local"] = "compose"
+    compose: ComposeSettings = Field(default_factory=ComposeSettings)
+    services: ServiceNames = Field(default_factory=ServiceNames)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    artifacts: str = ".runbook"
+    playbook_dirs: list[str] = Field(default_factory=list)
+    step_timeout: float | None = 3600.0
+
+    # Not from the file: where the project lives.
+    project_dir: Path = Field(default=Path("."), exclude=True)
+
+    def artifacts_dir(self) -> Path:
+        return (self.project_dir / self.artifacts).resolve()
+
+    def extra_playbook_dirs(self) -> list[Path]:
+        return [(self.project_dir / d).resolve() for d in self.playbook_dirs]
+
+
+def load_config(project_dir: Path) -> Config:
+    """Read runbook.yml from project_dir, or return the defaults when there is none."""
+    path = project_dir / CONFIG_NAME
+    if not path.exists():
+        return Config(project_dir=project_dir)
+    text = path.read_text(encoding="utf-8")
+    data, lines = load_yaml_with_lines(text, str(path), error=ConfigError)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the top level must be a mapping of settings")
+    try:
+        return Config(**data, project_dir=project_dir)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        raise ConfigError(
+            f"{path}:{locate(lines, loc)}: {'.'.join(map(str, loc))}: {err['msg']}"
+        ) from exc

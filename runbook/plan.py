@@ -1,0 +1,196 @@
+"""Render a playbook with its variables into a plan: plain data, computed before anything runs.
+
+`runbook plan` prints it, `--dry-run` shows it service by service, and the executor runs it.
+Templates that read a kept output (`kept.NAME`) are rendered when the run reaches them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runbook.errors import RenderError
+from runbook.playbook import Action, Expect, Playbook
+from runbook.render import check_names, needs_runtime, render_argument, render_text
+
+COMMAND_KINDS = ("run", "manage", "alembic", "shell")
+
+
+@dataclass(frozen=True)
+class Commands:
+    """How the backend runs its framework tools (from runbook.yml)."""
+
+    manage: tuple[str, ...] = ("python", "manage.py")
+    alembic: tuple[str, ...] = ("alembic",)
+
+
+@dataclass
+class PlannedAction:
+    """One step or check with everything rendered that can be rendered before the run."""
+
+    name: str
+    kind: str
+    service: str | None
+    argv: list[str] | None = None
+    sql: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    identifiers: dict[str, str] = field(default_factory=dict)
+    action: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    timeout: float | None = None
+    when: str | None = None
+    keep: str | None = None
+    parse: str = "text"
+    expect: Expect = field(default_factory=Expect)
+    description: str = ""
+    # Set when some part reads kept outputs: the executor renders `source` again at run time.
+    deferred: bool = False
+    source: Action | None = field(default=None, repr=False)
+
+    def display(self) -> str:
+        """Return the command as a person would type it."""
+        import shlex
+
+        if self.argv is not None:
+            return shlex.join(self.argv)
+        if self.sql is not None:
+            text = " ".join(self.sql.split())
+            if self.identifiers:
+                text += "  -- identifiers: " + ", ".join(f"{k}={v}" for k, v in self.identifiers.items())
+            if self.params:
+                text += "  -- params: " + ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+            return text
+        args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"{self.action}({args})"
+
+
+@dataclass
+class Plan:
+    playbook: Playbook
+    variables: dict[str, Any]
+    steps: list[PlannedAction]
+    checks: list[PlannedAction]
+
+    @property
+    def destructive(self) -> bool:
+        return self.playbook.destructive
+
+
+def _render_value(value: Any, context: dict[str, Any], where: str) -> Any:
+    if isinstance(value, str):
+        return render_text(value, context, where)
+    if isinstance(value, list):
+        return [_render_value(v, context, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _render_value(v, context, where) for k, v in value.items()}
+    return value
+
+
+def _templates_of(action: Action) -> list[str]:
+    texts: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+
+    for part in (action.run, action.manage, action.alembic, action.shell, action.params,
+                 action.identifiers, action.with_, action.env, action.workdir, action.user):
+        collect(part)
+    return texts
+
+
+def plan_action(action: Action, context: dict[str, Any], commands: Commands, where: str) -> PlannedAction:
+    """Render one step; call again at run time with `kept` in the context for deferred steps."""
+    known = set(context)
+    for text in _templates_of(action):
+        check_names(text, known, where)
+    if action.when:
+        check_names("{{ " + action.when.strip().strip("{}") + " }}", known, where)
+    deferred = any(needs_runtime(t) for t in _templates_of(action)) and "kept" not in context
+    planned = PlannedAction(
+        name=action.name,
+        kind=action.kind,
+        service=action.service,
+        sql=action.sql,
+        action=action.action,
+        timeout=action.timeout,
+        when=action.when,
+        keep=action.keep,
+        parse=action.parse,
+        expect=action.expect,
+        description=action.description,
+        deferred=deferred,
+        source=action,
+    )
+    if deferred:
+        # Shown as written until the run reaches it.
+        planned.argv = _raw_argv(action, commands)
+        planned.params, planned.args = dict(action.params), dict(action.with_)
+        planned.identifiers, planned.env = dict(action.identifiers), dict(action.env)
+        planned.workdir, planned.user = action.workdir, action.user
+        return planned
+    planned.argv = _render_argv(action, context, commands, where)
+    planned.params = _render_value(action.params, context, where)
+    planned.identifiers = _render_value(action.identifiers, context, where)
+    planned.args = _render_value(action.with_, context, where)
+    planned.env = _render_value(action.env, context, where)
+    planned.workdir = render_text(action.workdir, context, where) if action.workdir else None
+    planned.user = render_text(action.user, context, where) if action.user else None
+    return planned
+
+
+def _raw_argv(action: Action, commands: Commands) -> list[str] | None:
+    if action.run:
+        return list(action.run)
+    if action.manage:
+        return [*commands.manage, *action.manage]
+    if action.alembic:
+        return [*commands.alembic, *action.alembic]
+    if action.shell:
+        return ["sh", "-c", action.shell]
+    return None
+
+
+def _render_argv(action: Action, context: dict[str, Any], commands: Commands, where: str) -> list[str] | None:
+    def render_list(items: list[str]) -> list[str]:
+        out: list[str] = []
+        for item in items:
+            out.extend(render_argument(item, context, where))
+        return out
+
+    if action.run:
+        argv = render_list(action.run)
+        if not argv:
+            raise RenderError(f"{where}: the command renders to nothing")
+        return argv
+    if action.manage:
+        return [*commands.manage, *render_list(action.manage)]
+    if action.alembic:
+        return [*commands.alembic, *render_list(action.alembic)]
+    if action.shell:
+        return ["sh", "-c", render_text(action.shell, context, where, shell=True)]
+    return None
+
+
+def build_plan(playbook: Playbook, variables: dict[str, Any], commands: Commands | None = None) -> Plan:
+    """Render every step and check of a playbook; raise RenderError before anything runs."""
+    commands = commands or Commands()
+    context = dict(variables)
+    steps = [
+        plan_action(step, context, commands, f"{playbook.source or playbook.name}: step {i} ({step.name})")
+        for i, step in enumerate(playbook.steps, 1)
+    ]
+    checks = [
+        plan_action(check, context, commands, f"{playbook.source or playbook.name}: check {i} ({check.name})")
+        for i, check in enumerate(playbook.verify, 1)
+    ]
+    return Plan(playbook=playbook, variables=dict(variables), steps=steps, checks=checks)

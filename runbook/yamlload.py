@@ -1,0 +1,84 @@
+"""YAML with `safe_load` semantics, duplicate keys rejected, and a line number for every key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import yaml
+
+from runbook.errors import InputError
+
+LineMap = dict[tuple, int]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice: YAML keeps the last silently, hiding mistakes."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                first = None
+            if first is not None:
+                raise yaml.MarkedYAMLError(
+                    problem=f"duplicate key {key!r} (first given on line {first})",
+                    problem_mark=key_node.start_mark,
+                )
+            try:
+                seen[key] = line
+            except TypeError:
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _walk(node: yaml.Node, path: tuple, lines: LineMap) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines[child] = key_node.start_mark.line + 1
+            _walk(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines)
+
+
+def load_yaml_with_lines(
+    text: str, filename: str, *, error: type[InputError] = InputError
+) -> tuple[object, LineMap]:
+    """Parse one YAML document; return the data and a map from key path to line number."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: LineMap = {(): node.start_mark.line + 1}
+        _walk(node, (), lines)
+        return loader.construct_document(node), lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise error(f"{filename}:{line}: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{filename}: not valid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+
+
+def locate(lines: LineMap, loc: Sequence[object]) -> int:
+    """Return the line of the longest prefix of loc that the file has (pydantic adds its own parts)."""
+    best = lines.get((), 1)
+    prefix: tuple = ()
+    for part in loc:
+        prefix = (*prefix, part)
+        if prefix in lines:
+            best = lines[prefix]
+        else:
+            # pydantic inserts union/tag names into loc; skip them and keep looking.
+            prefix = prefix[:-1]
+    return best
