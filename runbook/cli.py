@@ -1,0 +1,270 @@
+"""The command line: parse options, call the engine, print. The only module that prints, prompts or exits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from runbook.errors import Interrupted, RunbookError
+
+app = typer.Typer(
+    name="runbook",
+    help="Safe, repeatable, recorded database-migration repairs for Django and Alembic on PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+VarOption = Annotated[list[str] | None, typer.Option("--var", help="Set a playbook variable: KEY=VALUE.")]
+
+
+class State:
+    options: Any = None
+
+
+state = State()
+
+
+@app.callback()
+def global_options(
+    project_dir: Annotated[Path, typer.Option(help="Directory holding the compose file and runbook.yml.")] = Path("."),
+    target: Annotated[str | None, typer.Option(help="Where steps run: compose or local.")] = None,
+    compose_file: Annotated[str | None, typer.Option(help="Compose file (default: as Compose finds it).")] = None,
+    project_name: Annotated[str | None, typer.Option(help="Compose project name.")] = None,
+) -> None:
+    from runbook.engine import Options
+
+    if target not in (None, "compose", "local"):
+        raise typer.BadParameter("must be compose or local", param_hint="--target")
+    state.options = Options(project_dir=project_dir, target=target, compose_file=compose_file,
+                            project_name=project_name)
+
+
+@app.command("list")
+def list_playbooks() -> None:
+    """List the playbooks: built-in and the project's own."""
+    from runbook.engine import load_project_config
+    from runbook.errors import PlaybookError
+    from runbook.playbook import load_playbook
+    from runbook.registry import discover
+
+    config = load_project_config(state.options)
+    table = Table("name", "framework", "destructive", "what it does", "from", box=None)
+    for ref in discover(config.extra_playbook_dirs()).values():
+        try:
+            pb = load_playbook(ref.path)
+            table.add_row(ref.name, pb.framework, "yes" if pb.destructive else "no", escape(pb.summary()), ref.origin)
+        except PlaybookError as exc:
+            table.add_row(ref.name, "?", "?", f"[red]invalid: {escape(str(exc))}[/red]", ref.origin)
+    console.print(table)
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) -> None:
+    """Describe a playbook: what it does, its variables, steps and checks."""
+    from runbook.engine import load_project_config
+    from runbook.registry import find
+
+    config = load_project_config(state.options)
+    pb = find(name, config.extra_playbook_dirs())
+    console.print(f"[bold]{pb.name}[/bold]  ({pb.framework}{', destructive' if pb.destructive else ''})")
+    console.print(escape(pb.description.strip()))
+    console.print(f"source: {pb.source}")
+    if pb.variables:
+        table = Table("variable", "type", "default", "required", "help", box=None, title="variables",
+                      title_justify="left")
+        for key, var in pb.variables.items():
+            default = "******" if var.secret and var.default is not None else repr(var.default)
+            table.add_row(key, var.type, default, "yes" if var.required else "no", escape(var.help))
+        console.print(table)
+    console.print("steps:")
+    for i, step in enumerate(pb.steps, 1):
+        console.print(escape(f"  {i}. {step.name} [{step.service or step.kind}]"))
+    if pb.verify:
+        console.print("verify:")
+        for i, check in enumerate(pb.verify, 1):
+            console.print(f"  {i}. {escape(check.name)}")
+
+
+def _print_plan(plan: Any, by_service: bool = False) -> None:
+    from runbook.redact import Redactor, is_secret_name
+
+    redactor = Redactor()
+    for key, value in plan.variables.items():
+        spec = plan.playbook.variables.get(key)
+        if (spec and spec.secret) or is_secret_name(key):
+            redactor.add(str(value))
+    console.print(f"[bold]plan for {plan.playbook.name}[/bold]"
+                  f"{'  [red](destructive)[/red]' if plan.destructive else ''}")
+    for key, value in redactor.value(plan.variables).items():
+        console.print(f"  var {key} = {escape(repr(value))}")
+    for role, actions in (("step", plan.steps), ("check", plan.checks)):
+        for i, a in enumerate(actions, 1):
+            where = a.service or ("db (psycopg)" if a.kind == "sql" else "runbook")
+            line = f"  {role} {i}. [{where}] {a.name}: {redactor.text(a.display())}"
+            if a.when:
+                line += f"  (when {a.when})"
+            console.print(escape(line))
+    if by_service:
+        groups: dict[str, list[str]] = {}
+        for a in [*plan.steps, *plan.checks]:
+            where = a.service or ("db (psycopg)" if a.kind == "sql" else "runbook")
+            groups.setdefault(where, []).append(redactor.text(a.display()))
+        for where, lines in groups.items():
+            console.print(f"[bold]{escape(where)}[/bold] would run:")
+            for line in lines:
+                console.print(escape(f"    {line}"))
+
+
+@app.command()
+def plan(name: str, var: VarOption = None) -> None:
+    """Show what a run would do, with variables filled in; touches nothing."""
+    from runbook.engine import prepare
+
+    _, the_plan = prepare(state.options, name, var or [])
+    _print_plan(the_plan)
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Playbook files to check.")]) -> None:
+    """Check playbook files; print FILE:LINE: key: problem for each error."""
+    from runbook.errors import InputError, PlaybookError
+    from runbook.plan import build_plan
+    from runbook.playbook import load_playbook
+    from runbook.variables import resolve_variables
+
+    bad = 0
+    for path in files:
+        try:
+            pb = load_playbook(path)
+            # Rendering with defaults catches unknown names in templates.
+            defaults = {k: v.default for k, v in pb.variables.items()}
+            values = resolve_variables(pb.model_copy(update={"variables": {
+                k: v.model_copy(update={"required": False}) for k, v in pb.variables.items()}}),
+                {k: str(v) for k, v in defaults.items() if v is not None and not isinstance(v, list)})
+            build_plan(pb, values)
+            console.print(f"{path}: ok")
+        except PlaybookError as exc:
+            bad += 1
+            for line in exc.problems or [str(exc)]:
+                err_console.print(escape(line))
+        except InputError as exc:
+            bad += 1
+            err_console.print(escape(f"{path}: {exc}"))
+    if bad:
+        raise typer.Exit(2)
+
+
+class Progress:
+    """Console side of the executor's events: plain lines, output indented under its step."""
+
+    def __init__(self, quiet_output: bool = False):
+        self.quiet_output = quiet_output
+        self.at_line_start = True
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "stage":
+            console.print(f"[bold]== {data['name']}[/bold]")
+        elif kind == "note":
+            console.print(f"   {escape(data['text'])}")
+        elif kind == "step-start":
+            step = data["step"]
+            console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
+                                 f"[{step.service or step.kind}] {step.name}"))
+        elif kind == "output" and not self.quiet_output:
+            style = "dim" if data["stream"] == "stdout" else "yellow"
+            for line in data["text"].splitlines():
+                console.print(f"   | {escape(line)}", style=style)
+        elif kind == "step-end":
+            step = data["step"]
+            mark = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "skipped"}.get(
+                step.status, step.status)
+            console.print(f"   {mark} ({step.duration:.2f} s){' ' + escape(step.note) if step.note else ''}")
+            for problem in step.problems:
+                console.print(f"   [red]- {escape(problem)}[/red]")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="Playbook name or file.")],
+    var: VarOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm a destructive playbook.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run; touch nothing.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Also copy the Markdown report here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo command output.")] = False,
+) -> None:
+    """Run a playbook: snapshot, steps, verify, report."""
+    from runbook.engine import execute, prepare
+    from runbook.errors import Refused
+    from runbook.report import summary_lines
+
+    config, the_plan = prepare(state.options, name, var or [])
+    if dry_run:
+        _print_plan(the_plan, by_service=True)
+        console.print("dry run: nothing was run, nothing was written")
+        return
+    if the_plan.destructive and not yes:
+        if not sys.stdin.isatty():
+            raise Refused(f"playbook {the_plan.playbook.name} is destructive and there is no terminal to confirm",
+                          hint="pass --yes to run it")
+        _print_plan(the_plan)
+        if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
+            raise Refused("not confirmed; nothing was run")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet))
+    console.print()
+    for line in summary_lines(result):
+        console.print(escape(line))
+    if report_path is not None:
+        console.print(f"report: {report_path}")
+        if report is not None:
+            shutil.copyfile(report_path, report)
+            console.print(f"report copied to {report}")
+    if result.exit_code:
+        err_console.print(f"runbook: {escape(result.error or result.status)}")
+        raise typer.Exit(result.exit_code)
+
+
+def main() -> None:
+    """Entry point: the one place errors become an exit code and one line."""
+    try:
+        app(standalone_mode=False)
+    except RunbookError as exc:
+        if os.environ.get("RUNBOOK_TRACEBACK"):
+            raise
+        if getattr(exc, "problems", None) and len(exc.problems) > 1:
+            for line in exc.problems:
+                err_console.print(escape(line))
+        else:
+            err_console.print(f"runbook: error: {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("runbook: aborted")
+        sys.exit(Interrupted.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("runbook: interrupted")
+        sys.exit(Interrupted.exit_code)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

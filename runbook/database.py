@@ -1,0 +1,109 @@
+"""PostgreSQL through psycopg 3: queries with bound parameters, identifiers quoted, history rows.
+
+Connection problems become EnvironmentNotReady (exit 4) with one line that names the fix.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from runbook.errors import EnvironmentNotReady, StepFailed
+from runbook.targets.base import DatabaseSettings
+
+HISTORY_QUERIES = {
+    "django_migrations": "SELECT app, name FROM django_migrations ORDER BY app, name",
+    "alembic_version": "SELECT version_num FROM alembic_version ORDER BY version_num",
+}
+
+
+def _plain(value: Any) -> Any:
+    """Make a value JSON-friendly for reports and kept outputs."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    return value
+
+
+def explain_connect_error(settings: DatabaseSettings, exc: Exception) -> EnvironmentNotReady:
+    """Turn a psycopg connection failure into a one-line error that says what to fix."""
+    where = f"{settings.host}:{settings.port}/{settings.dbname} as {settings.user}"
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    lowered = str(exc).lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return EnvironmentNotReady(
+            f"wrong or missing database password for {where}",
+            hint="check POSTGRES_PASSWORD of the db service or `database:` in runbook.yml",
+        )
+    if "does not exist" in lowered and "database" in lowered:
+        return EnvironmentNotReady(f"database {settings.dbname!r} does not exist at {where}",
+                                   hint="set database.name in runbook.yml")
+    return EnvironmentNotReady(f"database unreachable at {where}: {text}",
+                               hint="is the db service running and accepting connections?")
+
+
+class Database:
+    """One connection for a whole run, opened on first use, autocommit so each statement stands alone."""
+
+    def __init__(self, settings: DatabaseSettings):
+        self.settings = settings
+        self._conn: psycopg.Connection | None = None
+
+    def connect(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(**self.settings.conninfo(), autocommit=True)
+            except psycopg.Error as exc:
+                raise explain_connect_error(self.settings, exc) from exc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def query(
+        self,
+        text: str,
+        params: dict[str, Any] | None = None,
+        identifiers: dict[str, str] | None = None,
+    ) -> tuple[list[str], list[list[Any]], str]:
+        """Run SQL; return column names, rows and the status line. Errors raise StepFailed."""
+        statement: sql.Composable = sql.SQL(text)  # type: ignore[arg-type]
+        if identifiers:
+            statement = sql.SQL(text).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})  # type: ignore[arg-type]
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params or None)
+                columns = [c.name for c in cur.description] if cur.description else []
+                rows = [[_plain(v) for v in row] for row in cur.fetchall()] if cur.description else []
+                return columns, rows, cur.statusmessage or ""
+        except psycopg.OperationalError as exc:
+            if conn.closed:
+                raise explain_connect_error(self.settings, exc) from exc
+            raise StepFailed(f"SQL failed: {str(exc).strip().splitlines()[0]}") from exc
+        except psycopg.Error as exc:
+            raise StepFailed(f"SQL failed: {str(exc).strip().splitlines()[0]}") from exc
+
+    def table_exists(self, name: str) -> bool:
+        _, rows, _ = self.query("SELECT to_regclass(%(name)s) IS NOT NULL", {"name": name})
+        return bool(rows and rows[0][0])
+
+    def history(self) -> dict[str, list[list[Any]]]:
+        """Return the migration history tables that exist, row by row."""
+        history: dict[str, list[list[Any]]] = {}
+        for table, query in HISTORY_QUERIES.items():
+            if self.table_exists(table):
+                history[table] = self.query(query)[1]
+        return history
+
+    def server_version(self) -> str:
+        return str(self.query("SHOW server_version")[1][0][0])

@@ -1,0 +1,61 @@
+"""The seam between the CLI and the rest: build config, target and plan; run; nothing here prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from runbook.config import Config, load_config
+from runbook.errors import InputError
+from runbook.executor import EventCallback, Executor, commands_from
+from runbook.plan import Plan, build_plan
+from runbook.registry import find
+from runbook.results import RunResult
+from runbook.targets.base import Target
+from runbook.variables import parse_assignments, resolve_variables
+
+
+@dataclass
+class Options:
+    """Global options from the command line; None means: take runbook.yml or the default."""
+
+    project_dir: Path = Path(".")
+    target: str | None = None
+    compose_file: str | None = None
+    project_name: str | None = None
+
+
+def load_project_config(options: Options) -> Config:
+    project_dir = options.project_dir.resolve()
+    if not project_dir.is_dir():
+        raise InputError(f"project directory {project_dir} does not exist", hint="check --project-dir")
+    config = load_config(project_dir)
+    if options.target:
+        config.target = options.target  # type: ignore[assignment]
+    return config
+
+
+def make_target(config: Config, options: Options) -> Target:
+    """Build the target named in the config; the docker SDK is imported only for compose."""
+    if config.target == "local":
+        from runbook.targets.local import LocalTarget
+
+        return LocalTarget(config)
+    from runbook.targets.compose import ComposeTarget
+
+    return ComposeTarget(config, project_name=options.project_name, compose_file=options.compose_file)
+
+
+def prepare(options: Options, name: str, assignments: list[str]) -> tuple[Config, Plan]:
+    """Load config and playbook and render the plan; every input error surfaces here (exit 2)."""
+    config = load_project_config(options)
+    playbook = find(name, config.extra_playbook_dirs())
+    variables = resolve_variables(playbook, parse_assignments(assignments))
+    return config, build_plan(playbook, variables, commands_from(config))
+
+
+def execute(config: Config, plan: Plan, options: Options,
+            on_event: EventCallback | None = None) -> tuple[RunResult, Path | None]:
+    """Run a prepared plan against the configured target and write its report."""
+    target = make_target(config, options)
+    return Executor(config, target, on_event=on_event).run(plan)

@@ -1,0 +1,273 @@
+"""Run a plan: lock, snapshot, steps, verify, and always a report. Never prints: progress goes to a callback.
+
+A failure is data on the RunResult; the caller turns `result.exit_code` into the process exit code.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runbook.actions import get_action
+from runbook.config import Config
+from runbook.database import Database
+from runbook.errors import Interrupted, RunbookError, StepFailed
+from runbook.expect import check_expectations
+from runbook.lock import RunLock
+from runbook.plan import Commands, Plan, PlannedAction, plan_action
+from runbook.redact import Redactor, is_secret_name
+from runbook.render import evaluate
+from runbook.report import write_report
+from runbook.results import RunResult, StepResult
+from runbook.snapshot import take_snapshot
+from runbook.targets.base import Target
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def commands_from(config: Config) -> Commands:
+    return Commands(manage=tuple(config.backend.manage), alembic=tuple(config.backend.alembic))
+
+
+@dataclass
+class RunContext:
+    """What a step can see while the run is under way."""
+
+    config: Config
+    target: Target
+    database: Database
+    variables: dict[str, Any]
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    def template_context(self) -> dict[str, Any]:
+        return {**self.variables, "kept": self.kept}
+
+    def evaluate(self, expression: str) -> Any:
+        return evaluate(expression, self.template_context(), "condition")
+
+    def service_name(self, logical: str) -> str:
+        return getattr(self.config.services, logical, logical)
+
+
+def build_redactor(config: Config, target: Target, variables: dict[str, Any], plan: Plan) -> Redactor:
+    """Collect every value that must never be shown: passwords, secrets, tokens."""
+    redactor = Redactor()
+    for name, value in os.environ.items():
+        if is_secret_name(name):
+            redactor.add(value)
+    for name, value in {**config.backend.env}.items():
+        if is_secret_name(name):
+            redactor.add(value)
+    if config.database.password:
+        redactor.add(config.database.password)
+    for name, value in variables.items():
+        spec = plan.playbook.variables.get(name)
+        if (spec and spec.secret) or is_secret_name(name):
+            redactor.add(str(value))
+    return redactor
+
+
+class Executor:
+    def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None):
+        self.config = config
+        self.target = target
+        self.on_event = on_event or (lambda kind, data: None)
+        self.redactor = Redactor()
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        self.on_event(kind, data)
+
+    def run(self, plan: Plan) -> tuple[RunResult, Path | None]:
+        """Run the plan end to end and write the report; return the result and the report path."""
+        started = time.monotonic()
+        self.redactor = build_redactor(self.config, self.target, plan.variables, plan)
+        result = RunResult(
+            playbook=plan.playbook.name,
+            description=plan.playbook.summary(),
+            project=str(self.config.project_dir.resolve()),
+            target={},
+            user=getpass.getuser(),
+            host=socket.gethostname(),
+            started=_now(),
+            variables=dict(plan.variables),
+            steps=[self._placeholder(a) for a in plan.steps],
+            checks=[self._placeholder(a) for a in plan.checks],
+        )
+        lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
+        database: Database | None = None
+        try:
+            lock.acquire()
+            result.target = self.target.describe()
+            self.target.check_ready(["db", "backend"])
+            settings = self.target.database_settings()
+            if settings.password:
+                self.redactor.add(settings.password)
+            result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
+            result.target["database_path"] = settings.via
+            database = Database(settings)
+            ctx = RunContext(self.config, self.target, database, dict(plan.variables))
+            self._run_stages(plan, ctx, result)
+        except KeyboardInterrupt:
+            result.status, result.exit_code = "interrupted", Interrupted.exit_code
+            result.error = "interrupted by the user (Ctrl-C or SIGTERM)"
+            for step in [*result.steps, *result.checks]:
+                if step.status == "running":
+                    step.status = "interrupted"
+        except RunbookError as exc:
+            result.status = "error" if exc.exit_code != 1 else "failed"
+            result.exit_code, result.error = exc.exit_code, str(exc)
+        finally:
+            for step in [*result.steps, *result.checks]:
+                if step.status == "running":
+                    step.status = "interrupted"
+            result.notes.extend(getattr(self.target, "warnings", []))
+            if database is not None:
+                self._capture_after(database, result)
+                database.close()
+            lock.release()
+            result.ended = _now()
+            result.duration = round(time.monotonic() - started, 3)
+            report_path = self._write_report(result)
+        return result, report_path
+
+    def _capture_after(self, database: Database, result: RunResult) -> None:
+        if not result.history_before:
+            return
+        try:
+            result.history_after = database.history()
+        except (RunbookError, KeyboardInterrupt):
+            result.notes.append("could not read the history rows after the run")
+
+    def _write_report(self, result: RunResult) -> Path | None:
+        try:
+            md, _ = write_report(result, self.config.artifacts_dir() / "reports", self.redactor)
+        except OSError as exc:
+            self._emit("note", text=f"could not write the report: {exc}")
+            return None
+        return md
+
+    def _run_stages(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
+        self._emit("stage", name="snapshot")
+        result.history_before = ctx.database.history()
+        if plan.playbook.snapshot.history or plan.playbook.snapshot.database:
+            manifest = take_snapshot(ctx.database, self.config.artifacts_dir(), plan.playbook.name,
+                                     result.history_before)
+            result.snapshot = manifest
+            self._emit("note", text=f"snapshot {manifest['id']} written")
+
+        self._emit("stage", name="steps")
+        for index, planned in enumerate(plan.steps):
+            step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
+            if step.status == "failed":
+                result.status, result.exit_code = "failed", StepFailed.exit_code
+                result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
+                return
+
+        self._emit("stage", name="verify")
+        failed = []
+        for index, planned in enumerate(plan.checks):
+            check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
+            if check.status == "failed":
+                failed.append(check.name)
+        if failed:
+            result.status, result.exit_code = "verify-failed", 3
+            result.error = f"verification failed: {', '.join(failed)}"
+        else:
+            result.status, result.exit_code = "done", 0
+
+    @staticmethod
+    def _placeholder(planned: PlannedAction) -> StepResult:
+        return StepResult(name=planned.name, kind=planned.kind, service=planned.service,
+                          command=planned.display())
+
+    def _run_action(self, planned: PlannedAction, ctx: RunContext, record: StepResult,
+                    number: int, total: int, role: str) -> StepResult:
+        if planned.deferred and planned.source is not None:
+            planned = plan_action(planned.source, ctx.template_context(), commands_from(self.config),
+                                  f"{role} {number} ({planned.name})")
+            record.command = planned.display()
+        if planned.when and not ctx.evaluate(planned.when):
+            record.status, record.note = "skipped", f"skipped: `{planned.when}` is false"
+            self._emit("step-end", role=role, number=number, total=total, step=record)
+            return record
+        record.status = "running"
+        self._emit("step-start", role=role, number=number, total=total, step=record)
+        started = time.monotonic()
+        parsed: Any = None
+        rows: list[list[Any]] | None = None
+        try:
+            if planned.argv is not None:
+                exec_result = self._exec(planned, ctx)
+                record.exit_code, record.stdout, record.stderr = (
+                    exec_result.exit_code, exec_result.stdout, exec_result.stderr)
+                record.truncated = exec_result.truncated
+                if exec_result.timed_out:
+                    record.problems.append(f"timed out after {planned.timeout or self.config.step_timeout} s")
+            elif planned.sql is not None:
+                columns, rows, status = ctx.database.query(planned.sql, planned.params, planned.identifiers)
+                record.exit_code = 0
+                record.stdout = _format_rows(columns, rows, status)
+                parsed = rows
+            else:
+                outcome = get_action(planned.action or "")(ctx, planned.args)
+                record.exit_code, record.stdout, record.stderr = outcome.exit_code, outcome.stdout, outcome.stderr
+                parsed = outcome.data
+                self._emit_output(outcome.stdout, outcome.stderr)
+        except StepFailed as exc:
+            record.exit_code = 1
+            record.stderr += exc.message + "\n"
+            self._emit("output", stream="stderr", text=self.redactor.text(exc.message + "\n"))
+        if planned.parse == "json" and planned.argv is not None and record.exit_code == 0:
+            try:
+                parsed = json.loads(record.stdout)
+            except ValueError as exc:
+                record.problems.append(f"stdout is not JSON: {exc}")
+        record.problems.extend(check_expectations(
+            planned.expect, exit_code=record.exit_code, stdout=record.stdout, stderr=record.stderr,
+            parsed=parsed, rows=rows))
+        if planned.keep:
+            ctx.kept[planned.keep] = parsed if parsed is not None else record.stdout
+        record.duration = round(time.monotonic() - started, 3)
+        record.status = "failed" if record.problems else "ok"
+        self._emit("step-end", role=role, number=number, total=total, step=record)
+        return record
+
+    def _emit_output(self, stdout: str, stderr: str) -> None:
+        for stream, text in (("stdout", stdout), ("stderr", stderr)):
+            if text:
+                self._emit("output", stream=stream, text=self.redactor.text(text))
+
+    def _exec(self, planned: PlannedAction, ctx: RunContext):
+        service = planned.service or "backend"
+        env = dict(planned.env)
+        workdir, user = planned.workdir, planned.user
+        if service == "backend":
+            env = {**self.config.backend.env, **env}
+            workdir = workdir or self.config.backend.workdir
+            user = user or self.config.backend.user
+        return self.target.exec(
+            ctx.service_name(service), planned.argv or [], env=env, workdir=workdir, user=user,
+            timeout=planned.timeout or self.config.step_timeout,
+            on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),
+        )
+
+
+def _format_rows(columns: list[str], rows: list[list[Any]], status: str) -> str:
+    if not columns:
+        return status + "\n"
+    lines = [" | ".join(columns)]
+    lines += [" | ".join("NULL" if v is None else str(v) for v in row) for row in rows]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,188 @@
+"""The local target: commands run on this host through subprocess (a server with a virtualenv, no Docker)."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from runbook.config import Config
+from runbook.errors import ConfigError, EnvironmentNotReady
+from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback
+from runbook.targets.capture import OutputBuffer
+
+
+def settings_from_config(config: Config, fallback: DatabaseSettings | None = None) -> DatabaseSettings | None:
+    """Return database settings given in runbook.yml, or None when it gives none."""
+    db = config.database
+    if not any((db.url, db.host, db.port, db.user, db.name, db.password, db.password_env)):
+        return fallback
+    base = fallback or DatabaseSettings()
+    settings = DatabaseSettings(host=base.host, port=base.port, user=base.user,
+                                password=base.password, dbname=base.dbname, via="tcp (runbook.yml)")
+    if db.url:
+        url = urlparse(db.url)
+        if url.scheme not in ("postgres", "postgresql"):
+            raise ConfigError(f"database.url must start with postgresql://, got {url.scheme}://")
+        settings.host = url.hostname or settings.host
+        settings.port = url.port or settings.port
+        settings.user = unquote(url.username) if url.username else settings.user
+        settings.password = unquote(url.password) if url.password else settings.password
+        settings.dbname = url.path.lstrip("/") or settings.dbname
+    settings.host = db.host or settings.host
+    settings.port = db.port or settings.port
+    settings.user = db.user or settings.user
+    settings.dbname = db.name or settings.dbname
+    if db.password is not None:
+        settings.password = db.password
+    if db.password_env:
+        if db.password_env not in os.environ:
+            raise ConfigError(f"database.password_env names {db.password_env}, which is not set",
+                              hint=f"export {db.password_env}=... before running")
+        settings.password = os.environ[db.password_env]
+    return settings
+
+
+class LocalTarget:
+    """Run everything on the host; the service name only labels where a step belongs."""
+
+    name = "local"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.warnings: list[str] = []
+        self.workdir = Path(config.backend.workdir or config.project_dir)
+        if not self.workdir.is_absolute():
+            self.workdir = (config.project_dir / self.workdir).resolve()
+
+    def check_ready(self, services: Sequence[str]) -> None:
+        if not self.workdir.is_dir():
+            raise EnvironmentNotReady(f"backend workdir {self.workdir} does not exist",
+                                      hint="set backend.workdir in runbook.yml")
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        if user:
+            raise ConfigError("the local target cannot switch user; remove `user:` or use the compose target")
+        cwd = Path(workdir) if workdir else self.workdir
+        if not cwd.is_absolute():
+            cwd = self.workdir / cwd
+        full_env = {**os.environ, **(env or {})}
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )
+        except FileNotFoundError:
+            return ExecResult(127, "", f"{argv[0]}: command not found in {cwd}\n", time.monotonic() - started)
+        except OSError as exc:
+            return ExecResult(126, "", f"{argv[0]}: {exc.strerror}\n", time.monotonic() - started)
+        buffers = {"stdout": OutputBuffer(), "stderr": OutputBuffer()}
+        try:
+            timed_out = self._pump(proc, buffers, on_output, started, timeout)
+        except BaseException:
+            # Ctrl-C or SIGTERM: the command's whole process group goes too, then the caller decides.
+            self._stop(proc)
+            raise
+        code = proc.wait()
+        return ExecResult(
+            exit_code=124 if timed_out else code,
+            stdout=buffers["stdout"].text(),
+            stderr=buffers["stderr"].text(),
+            duration=time.monotonic() - started,
+            timed_out=timed_out,
+            truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
+        )
+
+    def _pump(self, proc, buffers, on_output, started: float, timeout: float | None) -> bool:
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in buffers}
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        open_streams = 2
+        while open_streams:
+            remaining = None if timeout is None else timeout - (time.monotonic() - started)
+            if remaining is not None and remaining <= 0:
+                self._stop(proc)
+                return True
+            for key, _ in selector.select(timeout=remaining if remaining is None else min(remaining, 1.0)):
+                chunk = os.read(key.fileobj.fileno(), 65536)
+                stream = key.data
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    open_streams -= 1
+                    chunk_text = decoders[stream].decode(b"", final=True)
+                else:
+                    chunk_text = decoders[stream].decode(chunk)
+                if chunk_text:
+                    buffers[stream].add(chunk_text)
+                    if on_output:
+                        on_output(stream, chunk_text)
+        selector.close()
+        return False
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _path(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.workdir / p
+
+    def read_file(self, service: str, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def write_file(self, service: str, path: str, data: bytes) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.runbook-tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def list_files(self, service: str, directory: str, pattern: str = "*") -> list[str]:
+        base = self._path(directory)
+        if not base.is_dir():
+            return []
+        return sorted(str(p) for p in base.glob(pattern) if p.is_file())
+
+    def delete_file(self, service: str, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
+
+    def database_settings(self) -> DatabaseSettings:
+        settings = settings_from_config(self.config)
+        if settings is None:
+            env = os.environ
+            settings = DatabaseSettings(
+                host=env.get("PGHOST", "127.0.0.1"), port=int(env.get("PGPORT", "5432")),
+                user=env.get("PGUSER", "postgres"), password=env.get("PGPASSWORD"),
+                dbname=env.get("PGDATABASE", env.get("PGUSER", "postgres")), via="tcp (PG* environment)",
+            )
+        return settings
+
+    def describe(self) -> dict[str, str]:
+        return {"target": "local", "workdir": str(self.workdir)}
