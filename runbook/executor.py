@@ -137,6 +137,8 @@ class Executor:
                 self._capture_after(database, result)
                 database.close()
             lock.release()
+            # The console shows the error line too, not only the redacted report.
+            result.error = self.redactor.text(result.error)
             result.ended = _now()
             result.duration = round(time.monotonic() - started, 3)
             report_path = self._write_report(result)
