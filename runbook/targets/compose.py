@@ -1,0 +1,623 @@
+"""The compose target: commands and files in the containers of a running Compose project, via the docker SDK.
+
+Containers are found by Compose's labels, so stacks started by Compose v1 and v2 both work and no docker
+CLI output is ever parsed. Every command runs under a small `sh` wrapper that records its pid, so a
+timeout or Ctrl-C can stop it inside the container (a dropped API connection alone would not).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import os
+import posixpath
+import queue
+import shlex
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from runbook.config import Config
+from runbook.errors import EnvironmentNotReady, InputError, RunbookError, StepFailed
+from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback
+from runbook.targets.capture import OutputBuffer
+from runbook.targets.compose_project import (
+    PROJECT_LABEL,
+    ComposeProject,
+    ContainerInfo,
+    container_env,
+    glob_depth,
+    group_by_service,
+    match_glob,
+    pick_container,
+    resolve_project,
+    settings_from_container,
+)
+from runbook.targets.local import settings_from_config
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# Lets the stopper find every process of one exec, even those that left the wrapper's process tree.
+MARKER = "RUNBOOK_EXEC_ID"
+# How long the stopper waits after SIGTERM before SIGKILL, and how long we then wait for the stream to end.
+TERM_GRACE = 3.0
+DRAIN_AFTER_STOP = 10.0
+
+# $0 names the wrapper in error messages ("runbook-exec: 1: foo: not found"); "$@" is the argv, never
+# re-parsed by a shell. Not `exec "$@"`: the wrapper stays to remove its pid file.
+WRAPPER = '{{ echo $$ > {pidfile}; }} 2>/dev/null; "$@"; s=$?; rm -f {pidfile}; exit $s'
+
+# Run as root in the same container: TERM then KILL the wrapper, its descendants, and any process whose
+# environment carries the marker (daemonised children are re-parented and leave the tree). A zombie
+# counts as gone: PID 1 of many images (`sleep infinity`, a shell) never reaps re-parented children.
+STOPPER = r"""
+t={token}; f={pidfile}
+table=$(for s in /proc/[0-9]*/stat; do
+  {{ read -r l < "$s"; }} 2>/dev/null || continue
+  r=${{l##*") "}}; set -- $r; d=${{s%/stat}}; echo "${{d#/proc/}} $2"
+done)
+set_=" $(cat "$f" 2>/dev/null) "
+for d in /proc/[0-9]*; do
+  p=${{d#/proc/}}
+  [ "$p" = "$$" ] && continue
+  if tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx "{marker}=$t"; then set_="$set_$p "; fi
+done
+changed=1
+while [ "$changed" = 1 ]; do
+  changed=0
+  while read -r p pp; do
+    case "$set_" in *" $p "*) continue ;; esac
+    case "$set_" in *" $pp "*) set_="$set_$p "; changed=1 ;; esac
+  done <<EOF
+$table
+EOF
+done
+pids=$(echo $set_)
+rm -f "$f"
+[ -n "$pids" ] || exit 0
+kill -TERM $pids 2>/dev/null
+i=0
+while [ $i -lt {rounds} ]; do
+  alive=""
+  for p in $pids; do
+    {{ read -r l < "/proc/$p/stat"; }} 2>/dev/null || continue
+    case ${{l##*") "}} in Z*) ;; *) alive="$alive $p" ;; esac
+  done
+  [ -n "$alive" ] || exit 0
+  sleep 0.1 2>/dev/null || sleep 1
+  i=$((i + 1))
+done
+kill -KILL $alive 2>/dev/null
+exit 0
+"""
+
+# Print the absolute directory, then the files under it as NUL-separated `./relative` paths.
+LISTER = 'cd -- "$1" 2>/dev/null || exit 3; pwd; shift; exec find . -mindepth 1 "$@" -type f -print0'
+# Print "uid gid mode" of the file, or "uid gid" of its (created) parent directory.
+PROBE = (
+    'if [ -e "$1" ]; then stat -c "%u %g %a" -- "$1"; '
+    'else mkdir -p -- "$2" && stat -c "%u %g" -- "$2"; fi'
+)
+
+
+class ComposeTarget:
+    """Run commands and touch files in the services of one running Compose project."""
+
+    name = "compose"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        project_name: str | None = None,
+        compose_file: str | None = None,
+        client_factory: Callable[[], Any] = docker.from_env,
+    ):
+        self.config = config
+        # Things the report should show the user: a choice runbook made, a change that will not last.
+        self.warnings: list[str] = []
+        self._project_name = project_name
+        self._compose_file = compose_file
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._project: ComposeProject | None = None
+        self._containers: dict[str, Any] = {}
+
+    # --- Docker and the project ----------------------------------------------------------------------
+
+    @property
+    def docker_host(self) -> str:
+        return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+    @property
+    def client(self) -> Any:
+        """The docker SDK client, made on first use; an unreachable daemon is EnvironmentNotReady."""
+        if self._client is None:
+            try:
+                self._client = self._client_factory()
+            except Exception as exc:  # DockerException, paramiko and socket errors alike
+                raise self._unreachable(exc) from exc
+        return self._client
+
+    @property
+    def project(self) -> ComposeProject:
+        if self._project is None:
+            self._project = resolve_project(
+                self.config.project_dir,
+                project_name=self._project_name,
+                configured_name=self.config.compose.project,
+                compose_file=self._compose_file,
+                configured_file=self.config.compose.file,
+            )
+        return self._project
+
+    def service_name(self, service: str) -> str:
+        """Map the playbook's `db` / `backend` to the project's service names."""
+        if service == "db":
+            return self.config.services.db
+        if service == "backend":
+            return self.config.services.backend
+        return service
+
+    def container(self, service: str) -> Any:
+        """Return the docker SDK container that runs service (cached until check_ready or a failure)."""
+        name = self.service_name(service)
+        if name not in self._containers:
+            project = self.project
+            with self._talking():
+                summaries = self.client.api.containers(
+                    all=True, filters={"label": f"{PROJECT_LABEL}={project.name}"}
+                )
+            services = group_by_service(ContainerInfo.from_summary(s) for s in summaries)
+            info, warning = pick_container(project, name, services)
+            if warning:
+                self._warn(warning)
+            try:
+                with self._talking():
+                    self._containers[name] = self.client.containers.get(info.id)
+            except docker.errors.NotFound as exc:
+                raise EnvironmentNotReady(f"container {info.name} of service {name!r} went away",
+                                          hint="run again once the stack is up") from exc
+        return self._containers[name]
+
+    def check_ready(self, services: Sequence[str]) -> None:
+        self._containers.clear()
+        for service in services:
+            self.container(service)
+
+    def describe(self) -> dict[str, str]:
+        info = {"target": "compose", "project": "", "compose_file": "", "docker_host": self.docker_host}
+        try:
+            info["project"] = self.project.name
+            info["compose_file"] = str(self.project.compose_file or "")
+        except RunbookError as exc:
+            info["project"] = f"(unknown: {exc.message})"
+        for role in ("db", "backend"):
+            try:
+                info[role] = self.container(role).name
+            except RunbookError as exc:
+                info[role] = f"(unavailable: {exc.message})"
+                if self._client is None:  # no daemon: do not wait for it twice
+                    info["backend"] = info[role]
+                    break
+        return info
+
+    # --- commands ------------------------------------------------------------------------------------
+
+    def exec(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        if not argv:
+            raise InputError(f"empty command for service {service!r}")
+        token = uuid.uuid4().hex
+        pidfile = f"/tmp/.runbook-{token}.pid"
+        wrapped = ["sh", "-c", WRAPPER.format(pidfile=pidfile), "runbook-exec", *argv]
+        environment = {**(env or {}), MARKER: token}
+        if workdir and not workdir.startswith("/"):
+            workdir = self._absolute(self.container(service), workdir)
+        started = time.monotonic()
+        container, exec_id = self._exec_create(service, wrapped, environment, workdir, user)
+        buffers = {"stdout": OutputBuffer(), "stderr": OutputBuffer()}
+        decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in buffers}
+
+        def emit(stream: str, chunk: bytes, final: bool = False) -> None:
+            text = decoders[stream].decode(chunk, final=final)
+            if text:
+                buffers[stream].add(text)
+                if on_output:
+                    on_output(stream, text)  # type: ignore[arg-type]
+
+        pump: _StreamPump | None = None
+        timed_out = False
+        try:
+            with self._talking():
+                pump = _StreamPump(self.client.api.exec_start(exec_id, stream=True, demux=True))
+            deadline = None if timeout is None else started + timeout
+            timed_out = not pump.drain(emit, deadline)
+            if timed_out:
+                self._stop(container, token, pidfile)
+                pump.drain(emit, time.monotonic() + DRAIN_AFTER_STOP)
+        except BaseException:
+            # Ctrl-C, SIGTERM turned into an exception, a lost connection: stop the command, then re-raise.
+            with contextlib.suppress(Exception):
+                self._stop(container, token, pidfile)
+            raise
+        finally:
+            if pump is not None:
+                pump.close()
+        for stream in buffers:
+            emit(stream, b"", final=True)
+        if pump.error is not None and not timed_out:
+            raise EnvironmentNotReady(
+                f"lost the connection to the Docker daemon at {self.docker_host} while running "
+                f"{shlex.join(argv)} in {service}: {_reason(pump.error)}",
+                hint="check that Docker is still running",
+            ) from pump.error
+        exit_code, ran = (124, True) if timed_out else self._outcome(exec_id)
+        if not ran and not (buffers["stdout"].text() or buffers["stderr"].text()):
+            # Docker sometimes drops its own "unable to find user" message: never leave a bare 126.
+            emit("stderr", f"runbook: the command could not start in {container.name} (exit {exit_code}); "
+                 f"check user {user or '(default)'!r} and workdir {workdir or '(default)'!r}\n".encode())
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=buffers["stdout"].text(),
+            stderr=buffers["stderr"].text(),
+            duration=time.monotonic() - started,
+            timed_out=timed_out,
+            truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
+        )
+
+    def _exec_create(
+        self,
+        service: str,
+        argv: Sequence[str],
+        environment: Mapping[str, str] | None,
+        workdir: str | None,
+        user: str | None,
+    ) -> tuple[Any, str]:
+        """Create an exec in the service's container, re-resolving once if the container changed."""
+        for attempt in (1, 2):
+            container = self.container(service)
+            try:
+                with self._talking():
+                    created = self.client.api.exec_create(
+                        container.id, list(argv), stdout=True, stderr=True, stdin=False, tty=False,
+                        environment=dict(environment) if environment else None,
+                        workdir=workdir or None, user=user or "",
+                    )
+                return container, created["Id"]
+            except docker.errors.APIError as exc:
+                # 404: recreated since we looked; 409: stopped or paused since. Look again once.
+                if exc.status_code in (404, 409) and attempt == 1:
+                    self._containers.pop(self.service_name(service), None)
+                    continue
+                raise EnvironmentNotReady(
+                    f"cannot run a command in {container.name}: {_reason(exc)}",
+                    hint=f"check `docker compose ps {self.service_name(service)}`",
+                ) from exc
+        raise AssertionError("unreachable")
+
+    def _outcome(self, exec_id: str) -> tuple[int, bool]:
+        """Return the exit code and whether a process ever started (a bad user or workdir stops it)."""
+        # The stream can end a moment before the daemon records the exit.
+        for _ in range(250):
+            with self._talking():
+                info = self.client.api.exec_inspect(exec_id)
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return (-1 if code is None else int(code)), bool(info.get("Pid"))
+            time.sleep(0.02)
+        return -1, True
+
+    def _run(self, service: str, argv: Sequence[str]) -> tuple[int, bytes, bytes]:
+        """Run a short helper command to completion; return exit code, stdout and stderr bytes."""
+        _, exec_id = self._exec_create(service, argv, None, None, None)
+        with self._talking():
+            out, err = self.client.api.exec_start(exec_id, demux=True)
+        return self._outcome(exec_id)[0], out or b"", err or b""
+
+    def _stop(self, container: Any, token: str, pidfile: str) -> None:
+        """Stop one exec's processes inside the container: TERM, then KILL after a grace period."""
+        script = STOPPER.format(token=token, pidfile=pidfile, marker=MARKER, rounds=int(TERM_GRACE * 10))
+        try:
+            with self._talking():
+                exec_id = self.client.api.exec_create(container.id, ["sh", "-c", script], user="0")["Id"]
+                self.client.api.exec_start(exec_id, demux=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: the container stopped, and the command with it
+                self._warn(f"could not stop a command in {container.name}: {_reason(exc)}; "
+                           "check `ps` in the container")
+
+    # --- files ---------------------------------------------------------------------------------------
+
+    def read_file(self, service: str, path: str) -> bytes:
+        container = self.container(service)
+        target = self._absolute(container, path)
+        for _ in range(8):  # follow a few symlinks, as open() would
+            with self._archive(service, target) as tar:
+                member = tar.next()
+                if member is None or member.isdir():
+                    raise IsADirectoryError(f"{target} in {service} is a directory")
+                if member.issym():
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(target), member.linkname))
+                    continue
+                handle = tar.extractfile(member)
+                if handle is None:
+                    raise StepFailed(f"{target} in {service} is not a regular file")
+                return handle.read()
+        raise StepFailed(f"{path} in {service}: too many levels of symbolic links")
+
+    def write_file(self, service: str, path: str, data: bytes) -> None:
+        container = self.container(service)
+        target = self._absolute(container, path)
+        uid, gid, mode = self._owner_and_mode(service, target)
+        member = tarfile.TarInfo(posixpath.basename(target))
+        member.size, member.mode, member.uid, member.gid = len(data), mode, uid, gid
+        member.mtime = int(time.time())
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.addfile(member, io.BytesIO(data))
+        self._put(container, service, posixpath.dirname(target), buffer.getvalue())
+        self._note_persistence(service, target)
+
+    def list_files(self, service: str, directory: str, pattern: str = "*") -> list[str]:
+        container = self.container(service)
+        depth = glob_depth(pattern)
+        args = ["-maxdepth", str(depth)] if depth is not None else []
+        code, out, err = self._run(
+            service, ["sh", "-c", LISTER, "runbook-list", self._absolute(container, directory), *args]
+        )
+        if code == 3:  # no such directory: nothing matches, as with pathlib
+            return []
+        if code not in (0, 1) or b"\n" not in out:  # 1: some subdirectory was unreadable
+            raise StepFailed(f"cannot list {directory} in {service}: {_first_line(err) or f'exit {code}'}")
+        base, _, listing = out.partition(b"\n")
+        root = base.decode("utf-8", "surrogateescape")
+        found = []
+        for raw in listing.split(b"\0"):
+            relative = raw.decode("utf-8", "surrogateescape").removeprefix("./")
+            if relative and match_glob(relative, pattern):
+                found.append(posixpath.join(root, relative))
+        return sorted(found)
+
+    def delete_file(self, service: str, path: str) -> None:
+        container = self.container(service)
+        target = self._absolute(container, path)
+        code, _, err = self._run(service, ["rm", "-f", "--", target])
+        if code != 0:
+            raise StepFailed(f"cannot delete {target} in {service}: {_first_line(err) or f'exit {code}'}")
+        self._note_persistence(service, target)
+
+    def copy_out(self, service: str, path: str, dest_dir: str | Path) -> Path:
+        """Copy a file or directory out of the service into dest_dir; return the local path."""
+        container = self.container(service)
+        source = self._absolute(container, path)
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        with self._archive(service, source) as tar:
+            tar.extractall(dest, filter="data")
+        return dest / posixpath.basename(source.rstrip("/"))
+
+    def copy_in(self, service: str, src: str | Path, path: str) -> None:
+        """Copy a local file or directory into the service as path (a directory's contents go in path)."""
+        container = self.container(service)
+        target = self._absolute(container, path)
+        uid, gid, _ = self._owner_and_mode(service, target)
+
+        def owned(member: tarfile.TarInfo) -> tarfile.TarInfo:
+            member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
+            return member
+
+        with tempfile.TemporaryFile() as spool:
+            with tarfile.open(fileobj=spool, mode="w") as tar:
+                tar.add(str(src), arcname=posixpath.basename(target), filter=owned)
+            spool.seek(0)
+            self._put(container, service, posixpath.dirname(target), spool)
+        self._note_persistence(service, target)
+
+    def is_persistent(self, service: str, path: str) -> bool:
+        """Return True when path lies on a bind mount or volume, so a change survives a recreate."""
+        container = self.container(service)
+        target = self._absolute(container, path)
+        for mount in container.attrs.get("Mounts") or []:
+            destination = str(mount.get("Destination") or "").rstrip("/")
+            if destination and (target == destination or target.startswith(destination + "/")):
+                return True
+            if mount.get("Destination") == "/":
+                return True
+        return False
+
+    def _note_persistence(self, service: str, path: str) -> None:
+        if not self.is_persistent(service, path):
+            self._warn(
+                f"{path} in {self.service_name(service)} is not on a bind mount or volume: "
+                "the change is lost when the container is recreated"
+            )
+
+    def _owner_and_mode(self, service: str, target: str) -> tuple[int, int, int]:
+        """Keep an existing file's owner and mode; a new one gets 0644 and its directory's owner."""
+        code, out, err = self._run(service, ["sh", "-c", PROBE, "runbook-probe", target,
+                                             posixpath.dirname(target)])
+        fields = out.decode(errors="replace").split()
+        if code != 0:
+            if b"mkdir" in err:
+                raise StepFailed(f"cannot create the directory of {target} in {service}: {_first_line(err)}")
+            return 0, 0, 0o644  # no stat(1) in the image: root-owned, 0644
+        uid, gid = int(fields[0]), int(fields[1])
+        mode = int(fields[2], 8) & 0o7777 if len(fields) > 2 else 0o644
+        return uid, gid, mode
+
+    def _put(self, container: Any, service: str, directory: str, data: Any) -> None:
+        try:
+            with self._talking():
+                container.put_archive(directory, data)
+        except docker.errors.APIError as exc:
+            raise StepFailed(f"cannot write into {directory} in {service}: {_reason(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _archive(self, service: str, path: str) -> Iterator[tarfile.TarFile]:
+        """Fetch path from the container as a tar archive spooled to a temporary file."""
+        container = self.container(service)
+        with tempfile.TemporaryFile() as spool:
+            try:
+                with self._talking():
+                    chunks, _ = container.get_archive(path)
+                    for chunk in chunks:
+                        spool.write(chunk)
+            except docker.errors.NotFound as exc:
+                raise FileNotFoundError(2, f"no such file in {self.service_name(service)}", path) from exc
+            except docker.errors.APIError as exc:
+                raise StepFailed(f"cannot read {path} in {service}: {_reason(exc)}") from exc
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r") as tar:
+                yield tar
+
+    @staticmethod
+    def _absolute(container: Any, path: str) -> str:
+        """Resolve path like a command in the container would: relative to its working directory."""
+        base = (container.attrs.get("Config") or {}).get("WorkingDir") or "/"
+        return posixpath.normpath(posixpath.join(base, path))
+
+    # --- the database --------------------------------------------------------------------------------
+
+    def database_settings(self) -> DatabaseSettings:
+        db = self.config.database
+        if db.url or db.host:
+            configured = settings_from_config(self.config)
+            assert configured is not None
+            return configured
+        found = self._settings_from_container(self.container("db"))
+        merged = settings_from_config(self.config, fallback=found)
+        if merged is None:
+            return found
+        # Credentials from runbook.yml, address from the container: say how the connection is made.
+        merged.via, merged.extra = found.via, dict(found.extra)
+        return merged
+
+    def _settings_from_container(self, container: Any) -> DatabaseSettings:
+        settings = settings_from_container(container.attrs, container.name, self.docker_host)
+        settings.extra["service"] = self.config.services.db
+        password_file = container_env(container.attrs).get("POSTGRES_PASSWORD_FILE")
+        if settings.password is None and password_file:
+            with contextlib.suppress(OSError, RunbookError):
+                settings.password = self.read_file("db", password_file).decode().rstrip("\r\n")
+        return settings
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def _unreachable(self, exc: BaseException) -> EnvironmentNotReady:
+        return EnvironmentNotReady(
+            f"cannot reach the Docker daemon at {self.docker_host}: {_reason(exc)}",
+            hint="start Docker or set DOCKER_HOST",
+        )
+
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[None]:
+        """Turn a daemon that stops answering mid-run into EnvironmentNotReady."""
+        try:
+            yield
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            raise self._unreachable(exc) from exc
+
+
+class _StreamPump:
+    """Read an exec's demuxed stream in a thread, so the caller can wait with a deadline and take Ctrl-C."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)  # bounded: back-pressure
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self.finished = False
+        self._thread = threading.Thread(target=self._read, name="runbook-exec-stream", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for out, err in self._stream:
+                if out:
+                    self._put(("stdout", out))
+                if err:
+                    self._put(("stderr", err))
+        except Exception as exc:
+            if not self._stop.is_set():
+                self.error = exc
+        finally:
+            self._put(("end", b""))
+
+    def _put(self, item: tuple[str, bytes]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def drain(self, emit: Callable[[str, bytes], None], deadline: float | None) -> bool:
+        """Pass chunks to emit until the stream ends (True) or the deadline passes (False)."""
+        while not self.finished:
+            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if wait <= 0:
+                return False
+            try:
+                kind, chunk = self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if kind == "end":
+                self.finished = True
+            else:
+                emit(kind, chunk)
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        if not self.finished:
+            # Shuts the socket down, which also ends a read blocked in the thread.
+            with contextlib.suppress(Exception):
+                self._stream.close()
+        self._thread.join(timeout=2)
+
+
+def _reason(exc: BaseException) -> str:
+    """Return a short one-line reason: the innermost OS error if there is one, else the message."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        for arg in getattr(seen, "args", ()):
+            if isinstance(arg, OSError) and arg.strerror:
+                return arg.strerror
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return _first_line(str(exc.explanation))
+    return _first_line(str(exc)) or type(exc).__name__
+
+
+def _first_line(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
