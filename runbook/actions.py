@@ -72,7 +72,7 @@ def history(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 def delete_files(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Delete files matching a glob under a directory in a service; `keep` names are spared."""
     _require(args, "directory", "pattern")
-    service = ctx.service_name(str(args.get("service", "backend")))
+    service = str(args.get("service", "backend"))
     keep = set(args.get("keep", ["__init__.py"]))
     deleted = []
     for path in ctx.target.list_files(service, str(args["directory"]), str(args["pattern"])):

@@ -57,9 +57,6 @@ class RunContext:
     def evaluate(self, expression: str) -> Any:
         return evaluate(expression, self.template_context(), "condition")
 
-    def service_name(self, logical: str) -> str:
-        return getattr(self.config.services, logical, logical)
-
 
 def build_redactor(config: Config, target: Target, variables: dict[str, Any], plan: Plan) -> Redactor:
     """Collect every value that must never be shown: passwords, secrets, tokens."""
@@ -260,7 +257,7 @@ class Executor:
             workdir = workdir or self.config.backend.workdir
             user = user or self.config.backend.user
         return self.target.exec(
-            ctx.service_name(service), planned.argv or [], env=env, workdir=workdir, user=user,
+            service, planned.argv or [], env=env, workdir=workdir, user=user,
             timeout=planned.timeout or self.config.step_timeout,
             on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),
         )

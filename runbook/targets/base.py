@@ -1,6 +1,7 @@
 """The interface every target implements.
 
-A target runs argv commands "in a service" (`db` or `backend`) and reads and writes files there.
+A target runs argv commands "in a service" (`db` or `backend`, the playbook's logical names, which the
+target maps to the project's own service names) and reads and writes files there.
 The local target ignores the service name for placement (everything runs on the host) but keeps it
 for the report; the compose target maps it to a running container.
 """
