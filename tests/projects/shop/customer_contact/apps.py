@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class CustomerContactConfig(AppConfig):
+    name = "customer_contact"
