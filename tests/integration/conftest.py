@@ -1,0 +1,59 @@
+"""Real services for the integration tests: a PostgreSQL cluster on loopback and a copy of the sample project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = REPO / "tests" / "projects" / "shop"
+PG_DIR = os.environ.get("RUNBOOK_TEST_PG_DIR", "/var/tmp/runbook-pg")
+PG_PORT = int(os.environ.get("RUNBOOK_TEST_PG_PORT", "55431"))
+PG_PASSWORD = os.environ.get("RUNBOOK_PG_PASSWORD", "runbook-secret")
+
+
+@pytest.fixture(scope="session")
+def runbook_cli() -> list[str]:
+    """The installed console script next to this interpreter: the tests drive runbook as a user does."""
+    script = Path(sys.executable).parent / "runbook"
+    if not script.exists():
+        pytest.fail(f"no runbook console script at {script}; install the package (scripts/test.sh does)")
+    return [str(script)]
+
+
+@pytest.fixture(scope="session")
+def local_pg() -> dict[str, object]:
+    """Start (or reuse) the throwaway cluster of scripts/start-postgres.sh; fail, never skip, without it."""
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "start-postgres.sh"), PG_DIR, str(PG_PORT)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start PostgreSQL on 127.0.0.1:{PG_PORT}:\n{proc.stderr[-2000:]}")
+    return {"host": "127.0.0.1", "port": PG_PORT, "user": "runbook", "password": PG_PASSWORD}
+
+
+@pytest.fixture
+def fresh_db(local_pg):
+    """A new empty database for one test, dropped afterwards."""
+    name = f"shop_{uuid.uuid4().hex[:10]}"
+    admin = dict(local_pg, dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield dict(local_pg, dbname=name)
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def shop_project(tmp_path: Path) -> Path:
+    """A private copy of the sample Django project, so runs cannot touch the repository's files."""
+    target = tmp_path / "shop"
+    shutil.copytree(SHOP, target, ignore=shutil.ignore_patterns("__pycache__", ".runbook"))
+    return target

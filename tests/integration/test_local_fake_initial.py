@@ -1,0 +1,118 @@
+"""End to end on the local target: a real Django 5.2 project on a real PostgreSQL, no Docker.
+
+The history rows of two apps are deleted while their tables and data stay, as after restoring a dump
+without django_migrations; `runbook run fake-initial --yes` must bring the rows back, touch no data,
+and leave a report a person can read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+DATA_TABLES = ["customer_customer", "customer_contact_customercontact", "catalog_category", "catalog_product"]
+
+
+def _env(db: dict) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DB_HOST": db["host"], "DB_PORT": str(db["port"]), "DB_NAME": db["dbname"],
+        "DB_USER": db["user"], "DB_PASSWORD": db["password"], "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def _manage(project: Path, db: dict, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=_env(db),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _write_config(project: Path, db: dict) -> None:
+    config = {
+        "target": "local",
+        "backend": {
+            "workdir": ".",
+            "manage": [sys.executable, "manage.py"],
+            "env": {k: v for k, v in _env(db).items() if k.startswith("DB_") or k == "PYTHONDONTWRITEBYTECODE"},
+        },
+        "database": {"host": db["host"], "port": db["port"], "user": db["user"], "name": db["dbname"],
+                     "password_env": "SHOP_DB_PASSWORD"},
+    }
+    (project / "runbook.yml").write_text(yaml.safe_dump(config))
+
+
+def _snapshot_state(db: dict) -> tuple[set[tuple[str, str]], dict[str, list]]:
+    with psycopg.connect(**db) as conn:
+        rows = {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
+        data = {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in DATA_TABLES}
+    return rows, data
+
+
+def _runbook(cli: list[str], project: Path, db: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1"}
+    return subprocess.run([*cli, *args], cwd=project, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, **kwargs)
+
+
+def test_fake_initial_restores_deleted_history_rows(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
+    _manage(shop_project, fresh_db, "migrate", "--noinput")
+    _manage(shop_project, fresh_db, "seed", "--rows", "40")
+    _write_config(shop_project, fresh_db)
+    rows_before, data_before = _snapshot_state(fresh_db)
+
+    with psycopg.connect(**fresh_db) as conn:
+        deleted = conn.execute(
+            "DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact') RETURNING app, name"
+        ).fetchall()
+    assert len(deleted) == 3
+    broken = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=shop_project,
+                            env=_env(fresh_db), capture_output=True, text=True)
+    assert broken.returncode != 0 and "already exists" in broken.stderr
+
+    proc = _runbook(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+    rows_after, data_after = _snapshot_state(fresh_db)
+    assert rows_after == rows_before
+    assert data_after == data_before
+    assert len(data_after["customer_customer"]) == 40
+
+    reports = sorted((shop_project / ".runbook" / "reports").glob("*-fake-initial.md"))
+    assert len(reports) == 1
+    report = reports[0].read_text()
+    twin = json.loads(reports[0].with_suffix(".json").read_text())
+    assert twin["status"] == "done" and twin["exit_code"] == 0
+    assert [s["status"] for s in twin["steps"]] == ["ok", "ok", "ok"]
+    assert [c["status"] for c in twin["checks"]] == ["ok", "ok", "ok"]
+    assert "+customer 0001_initial" in report and "+customer_contact 0001_initial" in report
+    assert "--fake-initial" in report
+    assert fresh_db["password"] not in report
+    assert fresh_db["password"] not in reports[0].with_suffix(".json").read_text()
+    assert oct((shop_project / ".runbook").stat().st_mode & 0o777) == "0o700"
+    assert oct(reports[0].stat().st_mode & 0o777) == "0o600"
+    snapshots = list((shop_project / ".runbook" / "snapshots").iterdir())
+    assert len(snapshots) == 1
+    history = json.loads((snapshots[0] / "history.json").read_text())
+    assert ["customer", "0001_initial"] not in history["django_migrations"]
+
+
+def test_fake_initial_with_unreachable_database_exits_4(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
+    _write_config(shop_project, fresh_db)
+    proc = _runbook(runbook_cli, shop_project, dict(fresh_db, password="wrong-password"), "run", "fake-initial", "--yes")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "wrong or missing database password" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "wrong-password" not in proc.stdout + proc.stderr
+    reports = list((shop_project / ".runbook" / "reports").glob("*.json"))
+    assert len(reports) == 1 and json.loads(reports[0].read_text())["exit_code"] == 4
