@@ -243,7 +243,8 @@ def run(
 def main() -> None:
     """Entry point: the one place errors become an exit code and one line."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, a `typer.Exit` raised by a command comes back as the return value.
+        code = app(standalone_mode=False)
     except RunbookError as exc:
         if os.environ.get("RUNBOOK_TRACEBACK"):
             raise
@@ -262,9 +263,20 @@ def main() -> None:
         err_console.print("runbook: interrupted")
         sys.exit(Interrupted.exit_code)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(2)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    # Recent typer vendors click as `typer._click`; its errors derive from `typer.TyperException`.
+    kinds: list[type[Exception]] = [k for k in (getattr(typer, "TyperException", None),) if k]
+    try:
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(kinds)

@@ -77,6 +77,10 @@ def load_config(project_dir: Path) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the top level must be a mapping of settings")
+    for key in data:
+        # `project_dir` is a field but not a setting; a non-string key cannot be a keyword.
+        if not isinstance(key, str) or key == "project_dir":
+            raise ConfigError(f"{path}:{locate(lines, (str(key),))}: {key}: unknown key")
     try:
         return Config(**data, project_dir=project_dir)
     except ValidationError as exc:

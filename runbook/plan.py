@@ -11,7 +11,14 @@ from typing import Any
 
 from runbook.errors import RenderError
 from runbook.playbook import Action, Expect, Playbook
-from runbook.render import check_names, needs_runtime, render_argument, render_text
+from runbook.render import (
+    check_names,
+    check_shell_template,
+    needs_runtime,
+    render_argument,
+    render_native,
+    render_text,
+)
 
 COMMAND_KINDS = ("run", "manage", "alembic", "shell")
 
@@ -79,13 +86,13 @@ class Plan:
         return self.playbook.destructive
 
 
-def _render_value(value: Any, context: dict[str, Any], where: str) -> Any:
+def _render_value(value: Any, context: dict[str, Any], where: str, native: bool = False) -> Any:
     if isinstance(value, str):
-        return render_text(value, context, where)
+        return render_native(value, context, where) if native else render_text(value, context, where)
     if isinstance(value, list):
-        return [_render_value(v, context, where) for v in value]
+        return [_render_value(v, context, where, native) for v in value]
     if isinstance(value, dict):
-        return {k: _render_value(v, context, where) for k, v in value.items()}
+        return {k: _render_value(v, context, where, native) for k, v in value.items()}
     return value
 
 
@@ -115,6 +122,8 @@ def plan_action(action: Action, context: dict[str, Any], commands: Commands, whe
         check_names(text, known, where)
     if action.when:
         check_names("{{ " + action.when.strip().strip("{}") + " }}", known, where)
+    if action.shell:
+        check_shell_template(action.shell, where)  # before deferral, so it fails before anything runs
     deferred = any(needs_runtime(t) for t in _templates_of(action)) and "kept" not in context
     planned = PlannedAction(
         name=action.name,
@@ -139,9 +148,10 @@ def plan_action(action: Action, context: dict[str, Any], commands: Commands, whe
         planned.workdir, planned.user = action.workdir, action.user
         return planned
     planned.argv = _render_argv(action, context, commands, where)
-    planned.params = _render_value(action.params, context, where)
+    # Parameters keep their types: a list variable binds as an array for `= ANY(%(apps)s)`.
+    planned.params = _render_value(action.params, context, where, native=True)
     planned.identifiers = _render_value(action.identifiers, context, where)
-    planned.args = _render_value(action.with_, context, where)
+    planned.args = _render_value(action.with_, context, where, native=True)
     planned.env = _render_value(action.env, context, where)
     planned.workdir = render_text(action.workdir, context, where) if action.workdir else None
     planned.user = render_text(action.user, context, where) if action.user else None

@@ -14,7 +14,8 @@ from runbook.errors import RenderError
 
 # Names available while a run is under way but not when the plan is made.
 RUNTIME_NAMES = frozenset({"kept"})
-_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.+?)\}\}\s*$", re.DOTALL)
+# One `{{ ... }}` and nothing else: the body may not itself close and reopen (`{{ a }}-{{ b }}`).
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{((?:(?!\}\}|\{\{).)+)\}\}\s*$", re.DOTALL)
 
 
 def _to_shell_word(value: Any) -> str:
@@ -31,7 +32,8 @@ def _make_env(quote: bool) -> SandboxedEnvironment:
         # Every {{ expression }} in a shell line is quoted, so no value is ever parsed by the shell.
         finalize=_to_shell_word if quote else None,
     )
-    env.filters["quote"] = shlex.quote
+    # In shell mode finalize quotes already; quoting twice would hand the command literal quotes.
+    env.filters["quote"] = str if quote else shlex.quote
     return env
 
 
@@ -71,8 +73,35 @@ def _wrap(exc: Exception, template: str, where: str) -> RenderError:
     return RenderError(f"{where}: cannot render {template!r}: {exc}")
 
 
+def check_shell_template(template: str, where: str) -> None:
+    """Refuse `{{ }}` inside shell quotes: the quoting of the value would cancel out."""
+    quote, i = None, 0
+    while i < len(template):
+        for opening, closing in (("{{", "}}"), ("{%", "%}"), ("{#", "#}")):
+            if template.startswith(opening, i):
+                if quote and opening == "{{":
+                    raise RenderError(
+                        f"{where}: {{{{ }}}} inside {quote}...{quote} in shell line {template!r}",
+                        hint="drop the quotes: every {{ }} value is shell-quoted already",
+                    )
+                end = template.find(closing, i + 2)
+                i = len(template) if end < 0 else end + 2
+                break
+        else:
+            char = template[i]
+            if char == "\\" and quote != "'":
+                i += 1
+            elif quote is None and char in "'\"":
+                quote = char
+            elif char == quote:
+                quote = None
+            i += 1
+
+
 def render_text(template: str, context: Mapping[str, Any], where: str, *, shell: bool = False) -> str:
     """Render one string; in shell mode every expression's value is shell-quoted."""
+    if shell:
+        check_shell_template(template, where)
     env = _SHELL if shell else _PLAIN
     try:
         return env.from_string(template).render(**context)
@@ -111,3 +140,10 @@ def evaluate(expression: str, context: Mapping[str, Any], where: str) -> Any:
     except (TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
         raise _wrap(exc, expression, where) from exc
     return value
+
+
+def render_native(template: str, context: Mapping[str, Any], where: str) -> Any:
+    """Render a value keeping its type when it is one lone expression (SQL params, action args)."""
+    if _SINGLE_EXPRESSION.match(template):
+        return evaluate(template, context, where)
+    return render_text(template, context, where)

@@ -67,7 +67,9 @@ def resolve_variables(playbook: Playbook, given: dict[str, str]) -> dict[str, An
                 hint=f"pass --var {name}=VALUE",
             )
         else:
-            value = [] if spec.type == "list" else ("" if spec.type == "str" else None)
+            # Not given, no default: the empty value is not held to `choices`.
+            values[name] = [] if spec.type == "list" else ("" if spec.type == "str" else None)
+            continue
         if spec.choices is not None and value not in spec.choices:
             raise VariableError(
                 f"variable {name} must be one of {', '.join(map(str, spec.choices))}, got {value!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import yaml
@@ -28,10 +29,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     problem=f"duplicate key {key!r} (first given on line {first})",
                     problem_mark=key_node.start_mark,
                 )
-            try:
+            with contextlib.suppress(TypeError):  # unhashable keys are PyYAML's to refuse
                 seen[key] = line
-            except TypeError:
-                pass
         return super().construct_mapping(node, deep=deep)
 
 

@@ -90,6 +90,9 @@ class LocalTarget:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             )
         except FileNotFoundError:
+            if not cwd.is_dir():
+                return ExecResult(126, "", f"working directory {cwd} does not exist\n",
+                                  time.monotonic() - started)
             return ExecResult(127, "", f"{argv[0]}: command not found in {cwd}\n", time.monotonic() - started)
         except OSError as exc:
             return ExecResult(126, "", f"{argv[0]}: {exc.strerror}\n", time.monotonic() - started)
@@ -100,6 +103,9 @@ class LocalTarget:
             # Ctrl-C or SIGTERM: the command's whole process group goes too, then the caller decides.
             self._stop(proc)
             raise
+        finally:
+            proc.stdout.close()
+            proc.stderr.close()
         code = proc.wait()
         return ExecResult(
             exit_code=124 if timed_out else code,
@@ -116,25 +122,26 @@ class LocalTarget:
         selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
         selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
         open_streams = 2
-        while open_streams:
-            remaining = None if timeout is None else timeout - (time.monotonic() - started)
-            if remaining is not None and remaining <= 0:
-                self._stop(proc)
-                return True
-            for key, _ in selector.select(timeout=remaining if remaining is None else min(remaining, 1.0)):
-                chunk = os.read(key.fileobj.fileno(), 65536)
-                stream = key.data
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    open_streams -= 1
-                    chunk_text = decoders[stream].decode(b"", final=True)
-                else:
-                    chunk_text = decoders[stream].decode(chunk)
-                if chunk_text:
-                    buffers[stream].add(chunk_text)
-                    if on_output:
-                        on_output(stream, chunk_text)
-        selector.close()
+        with selector:
+            while open_streams:
+                remaining = None if timeout is None else timeout - (time.monotonic() - started)
+                if remaining is not None and remaining <= 0:
+                    self._stop(proc)
+                    return True
+                wait = remaining if remaining is None else min(remaining, 1.0)
+                for key, _ in selector.select(timeout=wait):
+                    chunk = os.read(key.fileobj.fileno(), 65536)
+                    stream = key.data
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                        open_streams -= 1
+                        chunk_text = decoders[stream].decode(b"", final=True)
+                    else:
+                        chunk_text = decoders[stream].decode(chunk)
+                    if chunk_text:
+                        buffers[stream].add(chunk_text)
+                        if on_output:
+                            on_output(stream, chunk_text)
         return False
 
     @staticmethod

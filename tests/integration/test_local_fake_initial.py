@@ -107,9 +107,10 @@ def test_fake_initial_restores_deleted_history_rows(shop_project: Path, fresh_db
     assert ["customer", "0001_initial"] not in history["django_migrations"]
 
 
-def test_fake_initial_with_unreachable_database_exits_4(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
+def test_fake_initial_with_wrong_password_exits_4(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
     _write_config(shop_project, fresh_db)
-    proc = _runbook(runbook_cli, shop_project, dict(fresh_db, password="wrong-password"), "run", "fake-initial", "--yes")
+    wrong = dict(fresh_db, password="wrong-password")
+    proc = _runbook(runbook_cli, shop_project, wrong, "run", "fake-initial", "--yes")
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "wrong or missing database password" in proc.stderr
     assert "Traceback" not in proc.stderr
