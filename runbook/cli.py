@@ -171,7 +171,19 @@ class Progress:
 
     def __init__(self, quiet_output: bool = False):
         self.quiet_output = quiet_output
-        self.at_line_start = True
+        # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
+        self.partial = {"stdout": "", "stderr": ""}
+
+    def _print_output(self, stream: str, text: str) -> None:
+        style = "dim" if stream == "stdout" else "yellow"
+        for line in text.splitlines():
+            console.print(f"   | {escape(line)}", style=style)
+
+    def _flush(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self._print_output(stream, rest)
+            self.partial[stream] = ""
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "stage":
@@ -183,10 +195,13 @@ class Progress:
             console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
                                  f"[{step.service or step.kind}] {step.name}"))
         elif kind == "output" and not self.quiet_output:
-            style = "dim" if data["stream"] == "stdout" else "yellow"
-            for line in data["text"].splitlines():
-                console.print(f"   | {escape(line)}", style=style)
+            stream = data["stream"]
+            text = self.partial[stream] + data["text"]
+            complete, _, self.partial[stream] = text.rpartition("\n")
+            if complete:
+                self._print_output(stream, complete)
         elif kind == "step-end":
+            self._flush()
             step = data["step"]
             mark = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "skipped"}.get(
                 step.status, step.status)
@@ -236,7 +251,7 @@ def run(
             shutil.copyfile(report_path, report)
             console.print(f"report copied to {report}")
     if result.exit_code:
-        err_console.print(f"runbook: {escape(result.error or result.status)}")
+        err_console.print(f"runbook: error: {escape(result.error or result.status)}")
         raise typer.Exit(result.exit_code)
 
 
