@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs and starts everything the tests need on a fresh Debian machine (as root),
+# then runs the whole suite. Safe to run again: every step reuses what is already there.
+#   bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${RUNBOOK_VENV:-$ROOT/.venv}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "PostgreSQL on 127.0.0.1:55431 for the local-target tests"
+bash scripts/start-postgres.sh /var/tmp/runbook-pg 55431
+
+if [ "${RUNBOOK_SKIP_DOCKER:-0}" != 1 ]; then
+  step "Docker engine and the local test image"
+  bash scripts/install-docker.sh
+  bash scripts/build-images.sh
+fi
+
+step "Python environment in $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+# Non-editable on purpose: the tests drive the installed `runbook`, as a user gets it from `pip install .`.
+"$VENV/bin/pip" install -q ".[test]"
+"$VENV/bin/pip" install -q --no-deps --force-reinstall .
+
+step "ruff"
+"$VENV/bin/ruff" check runbook tests scripts
+
+step "pytest"
+export RUNBOOK_TEST_PG_PORT=55431
+exec "$VENV/bin/pytest" -p no:cacheprovider "$@"
