@@ -19,13 +19,7 @@ if [ "${RUNBOOK_SKIP_DOCKER:-0}" != 1 ]; then
 fi
 
 step "Python environment in $VENV"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-fi
-# Non-editable on purpose: the tests drive the installed `runbook`, as a user gets it from `pip install .`.
-"$VENV/bin/pip" install -q ".[test]"
-"$VENV/bin/pip" install -q --no-deps --force-reinstall .
+bash scripts/setup-venv.sh "$VENV" >/dev/null
 
 step "ruff"
 "$VENV/bin/ruff" check runbook tests scripts
