@@ -12,9 +12,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from runbook.errors import EnvironmentNotReady, StepFailed
+from runbook.errors import EnvironmentNotReady, LockHeld, StepFailed
 from runbook.targets.base import DatabaseSettings
 
+# pg_try_advisory_lock(int4, int4): the pair shows up as classid/objid in pg_locks.
+ADVISORY_LOCK = (0x72756E62, 1)  # "runb"
 HISTORY_QUERIES = {
     "django_migrations": "SELECT app, name FROM django_migrations ORDER BY app, name",
     "alembic_version": "SELECT version_num FROM alembic_version ORDER BY version_num",
@@ -52,14 +54,17 @@ def explain_connect_error(settings: DatabaseSettings, exc: Exception) -> Environ
 class Database:
     """One connection for a whole run, opened on first use, autocommit so each statement stands alone."""
 
-    def __init__(self, settings: DatabaseSettings):
+    def __init__(self, settings: DatabaseSettings, application_name: str = "runbook"):
         self.settings = settings
+        # Shown in pg_stat_activity, which is how a second run names the holder of the lock.
+        self.application_name = application_name[:63]
         self._conn: psycopg.Connection | None = None
 
     def connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(**self.settings.conninfo(), autocommit=True)
+                self._conn = psycopg.connect(**self.settings.conninfo(), autocommit=True,
+                                             application_name=self.application_name)
             except psycopg.Error as exc:
                 raise explain_connect_error(self.settings, exc) from exc
         return self._conn
@@ -104,6 +109,23 @@ class Database:
             if self.table_exists(table):
                 history[table] = self.query(query)[1]
         return history
+
+    def lock_run(self) -> None:
+        """Take the session advisory lock for the whole run; it ends with the connection, even on a crash."""
+        _, rows, _ = self.query("SELECT pg_try_advisory_lock(%(a)s, %(b)s)",
+                                {"a": ADVISORY_LOCK[0], "b": ADVISORY_LOCK[1]})
+        if rows[0][0]:
+            return
+        _, holders, _ = self.query(
+            "SELECT a.application_name, a.client_addr::text, a.backend_start::text FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+            " AND l.classid = %(a)s AND l.objid = %(b)s AND l.granted",
+            {"a": ADVISORY_LOCK[0], "b": ADVISORY_LOCK[1]})
+        holder = holders[0][0] if holders and holders[0][0] else "an unknown session"
+        raise LockHeld(
+            f"another runbook run holds the database lock on {self.settings.dbname}: {holder}",
+            hint="wait for it to finish; the lock ends with that run's connection",
+        )
 
     def server_version(self) -> str:
         return str(self.query("SHOW server_version")[1][0][0])

@@ -19,7 +19,7 @@ from typing import Any
 from runbook.actions import get_action
 from runbook.config import Config
 from runbook.database import Database
-from runbook.errors import Interrupted, RunbookError, StepFailed
+from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
 from runbook.expect import check_expectations
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
@@ -113,7 +113,9 @@ class Executor:
                 self.redactor.add(settings.password)
             result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
             result.target["database_path"] = settings.via
-            database = Database(settings)
+            database = Database(settings, application_name=(
+                f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            database.lock_run()
             ctx = RunContext(self.config, self.target, database, dict(plan.variables))
             self._run_stages(plan, ctx, result)
         except KeyboardInterrupt:
@@ -122,6 +124,8 @@ class Executor:
             for step in [*result.steps, *result.checks]:
                 if step.status == "running":
                     step.status = "interrupted"
+        except LockHeld as exc:
+            result.status, result.exit_code, result.error = "refused", exc.exit_code, str(exc)
         except RunbookError as exc:
             result.status = "error" if exc.exit_code != 1 else "failed"
             result.exit_code, result.error = exc.exit_code, str(exc)
