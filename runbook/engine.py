@@ -7,8 +7,7 @@ from pathlib import Path
 
 from runbook.config import Config, load_config
 from runbook.errors import InputError
-from runbook.executor import EventCallback, Executor, commands_from
-from runbook.plan import Plan, build_plan
+from runbook.plan import Commands, Plan, build_plan
 from runbook.registry import find
 from runbook.results import RunResult
 from runbook.targets.base import Target
@@ -51,11 +50,13 @@ def prepare(options: Options, name: str, assignments: list[str]) -> tuple[Config
     config = load_project_config(options)
     playbook = find(name, config.extra_playbook_dirs())
     variables = resolve_variables(playbook, parse_assignments(assignments))
-    return config, build_plan(playbook, variables, commands_from(config))
+    return config, build_plan(playbook, variables, Commands.from_backend(config.backend))
 
 
-def execute(config: Config, plan: Plan, options: Options,
-            on_event: EventCallback | None = None) -> tuple[RunResult, Path | None]:
+def execute(config: Config, plan: Plan, options: Options, on_event=None) -> tuple[RunResult, Path | None]:
     """Run a prepared plan against the configured target and write its report."""
+    # Imported here: psycopg, docker and the report templates cost more start-up than list/plan need.
+    from runbook.executor import Executor
+
     target = make_target(config, options)
     return Executor(config, target, on_event=on_event).run(plan)

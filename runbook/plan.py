@@ -30,6 +30,11 @@ class Commands:
     manage: tuple[str, ...] = ("python", "manage.py")
     alembic: tuple[str, ...] = ("alembic",)
 
+    @classmethod
+    def from_backend(cls, backend: Any) -> Commands:
+        """Take the commands from runbook.yml's `backend:` settings."""
+        return cls(manage=tuple(backend.manage), alembic=tuple(backend.alembic))
+
 
 @dataclass
 class PlannedAction:
