@@ -37,10 +37,6 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def commands_from(config: Config) -> Commands:
-    return Commands(manage=tuple(config.backend.manage), alembic=tuple(config.backend.alembic))
-
-
 @dataclass
 class RunContext:
     """What a step can see while the run is under way."""
@@ -198,7 +194,7 @@ class Executor:
     def _run_action(self, planned: PlannedAction, ctx: RunContext, record: StepResult,
                     number: int, total: int, role: str) -> StepResult:
         if planned.deferred and planned.source is not None:
-            planned = plan_action(planned.source, ctx.template_context(), commands_from(self.config),
+            planned = plan_action(planned.source, ctx.template_context(), Commands.from_backend(self.config.backend),
                                   f"{role} {number} ({planned.name})")
             record.command = planned.display()
         if planned.when and not ctx.evaluate(planned.when):
