@@ -99,8 +99,9 @@ class Database:
             raise StepFailed(f"SQL failed: {str(exc).strip().splitlines()[0]}") from exc
 
     def table_exists(self, name: str) -> bool:
-        _, rows, _ = self.query("SELECT to_regclass(%(name)s) IS NOT NULL", {"name": name})
-        return bool(rows and rows[0][0])
+        # 0/1, not a boolean: psql prints booleans as the strings t and f.
+        _, rows, _ = self.query("SELECT CASE WHEN to_regclass(%(name)s) IS NULL THEN 0 ELSE 1 END", {"name": name})
+        return bool(rows and rows[0][0] == 1)
 
     def history(self) -> dict[str, list[list[Any]]]:
         """Return the migration history tables that exist, row by row."""

@@ -109,8 +109,15 @@ class Executor:
                 self.redactor.add(settings.password)
             result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
             result.target["database_path"] = settings.via
-            database = Database(settings, application_name=(
-                f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            if settings.via == "psql-in-container":
+                from runbook.psql import PsqlDatabase
+
+                database = PsqlDatabase(self.target, settings)
+                result.notes.append("SQL ran through psql in the db service (no network path to PostgreSQL);"
+                                    " only the host lock guarded this run")
+            else:
+                database = Database(settings, application_name=(
+                    f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
             database.lock_run()
             ctx = RunContext(self.config, self.target, database, dict(plan.variables))
             self._run_stages(plan, ctx, result)
