@@ -173,6 +173,7 @@ class Progress:
         self.quiet_output = quiet_output
         # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
         self.partial = {"stdout": "", "stderr": ""}
+        self.role = "step"
 
     def _print_output(self, stream: str, text: str) -> None:
         style = "dim" if stream == "stdout" else "yellow"
@@ -191,10 +192,12 @@ class Progress:
         elif kind == "note":
             console.print(f"   {escape(data['text'])}")
         elif kind == "step-start":
+            # A check's output is evidence for the report; the console shows only its verdict.
+            self.role = data["role"]
             step = data["step"]
             console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
                                  f"[{step.service or step.kind}] {step.name}"))
-        elif kind == "output" and not self.quiet_output:
+        elif kind == "output" and not self.quiet_output and self.role == "step":
             stream = data["stream"]
             text = self.partial[stream] + data["text"]
             complete, _, self.partial[stream] = text.rpartition("\n")
