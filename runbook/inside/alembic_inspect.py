@@ -1,0 +1,74 @@
+"""Answer runbook's questions about an Alembic project from inside its backend; print one JSON document.
+
+Shipped as package data and run by the BACKEND's python, never imported by runbook:
+
+    python -c "$(cat alembic_inspect.py)" [--config alembic.ini] [--compress]
+
+Reads the revision scripts through alembic's ScriptDirectory (no database: runbook reads alembic_version
+itself). Exit codes: 0 answered; 2 the scripts cannot be read; 5 alembic not importable.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+FORMAT = 1
+MARKER = "RUNBOOK-ANSWER:"
+
+
+def fail(code, message):
+    sys.stderr.write(f"runbook-inspect: {message}\n")
+    sys.exit(code)
+
+
+def as_list(value):
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def inspect(config_path):
+    try:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+    except ImportError as exc:
+        fail(5, f"alembic is not importable by {sys.executable}: {exc}")
+    if not os.path.isfile(config_path):
+        fail(2, f"{config_path} not found in {os.getcwd()}")
+    try:
+        script = ScriptDirectory.from_config(Config(config_path))
+        heads = sorted(script.get_heads())
+    except Exception as exc:
+        fail(2, f"alembic cannot read the scripts of {config_path}: {type(exc).__name__}: {exc}")
+    revisions, error = [], None
+    try:
+        for rev in script.walk_revisions():
+            revisions.append({
+                "revision": rev.revision, "down_revision": as_list(rev.down_revision),
+                "branch_labels": sorted(rev.branch_labels or ()), "is_head": rev.revision in heads,
+                "path": os.path.relpath(rev.path) if rev.path else None, "doc": rev.doc or "",
+            })
+    except Exception as exc:  # a cycle or a down_revision that names no script
+        error = f"{type(exc).__name__}: {exc}"
+    return {"format": FORMAT, "config": config_path, "script_location": script.dir, "heads": heads,
+            "revisions": revisions, "error": error}
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="runbook-alembic-inspect")
+    parser.add_argument("--config", default="alembic.ini")
+    parser.add_argument("--compress", action="store_true")
+    args = parser.parse_args(argv)
+    text = json.dumps(inspect(args.config), sort_keys=True, default=str)
+    if args.compress:
+        import base64
+        import zlib
+
+        sys.stdout.write("\n" + MARKER + base64.b64encode(zlib.compress(text.encode(), 6)).decode() + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
