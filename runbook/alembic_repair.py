@@ -1,0 +1,542 @@
+"""Alembic revision graphs: read the version files, find the heads, plan and apply a linearization.
+
+The planning half is pure: version files are parsed with `ast` from their text, never imported, so no
+user code runs in runbook's process, and the graph functions work on plain data. The action half
+(`alembic.merge-needed`, `alembic.heads`, `alembic.linearize`) reads and writes the files through the
+run's target and reads the applied revisions (`alembic_version`) through its database.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import difflib
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runbook.actions import ActionResult, action
+from runbook.alembic import config_file
+from runbook.errors import StepFailed
+
+if TYPE_CHECKING:
+    from runbook.executor import RunContext
+
+DEFAULT_VERSIONS_DIR = "alembic/versions"
+# How alembic.ini's `path_separator` (1.16+) or `version_path_separator` splits `version_locations`.
+_SEPARATORS = {"os": ":", ":": ":", ";": ";", ",": ",", "newline": "\n", "space": None}
+
+
+class GraphError(StepFailed):
+    """The version files do not form a graph runbook can work on, or a repair would be unsafe."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One version file as Alembic sees it, read from its text."""
+
+    revision: str
+    down_revisions: tuple[str, ...] = ()
+    path: str = ""
+    message: str = ""
+    branch_labels: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        return f"{self.revision} ({self.message})" if self.message else self.revision
+
+
+@dataclass(frozen=True)
+class Move:
+    """Re-point one revision's `down_revision`."""
+
+    revision: str
+    path: str
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+
+@dataclass
+class LinearizePlan:
+    moves: list[Move]
+    heads_before: list[str]
+    head_after: str
+    trunk: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- reading version files ---------------------------------------------------------------------------
+
+def _module_assignments(tree: ast.Module) -> dict[str, ast.expr]:
+    """Map each module-level `name = value` / `name: T = value` to its value node (the last one wins)."""
+    found: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            found[node.target.id] = node.value
+    return found
+
+
+def _ids(node: ast.expr | None, path: str, name: str) -> tuple[str, ...]:
+    """Return the revision ids of a literal None, string, or tuple/list of strings."""
+    if node is None:
+        return ()
+    try:
+        value = ast.literal_eval(node)
+    except ValueError:
+        raise GraphError(f"{path}:{node.lineno}: {name} is not a literal runbook can read") from None
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, tuple | list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise GraphError(f"{path}:{node.lineno}: {name} must be None, a string or a tuple of strings")
+
+
+def _parse(text: str, path: str) -> ast.Module:
+    try:
+        return ast.parse(text, filename=path)
+    except SyntaxError as exc:
+        raise GraphError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from None
+
+
+def parse_revision(text: str, path: str = "") -> Revision | None:
+    """Read a version file's identifiers from its text; None when it defines no `revision`."""
+    tree = _parse(text, path)
+    names = _module_assignments(tree)
+    if "revision" not in names:
+        return None
+    ids = _ids(names["revision"], path, "revision")
+    if len(ids) != 1:
+        raise GraphError(f"{path}: revision must be one string")
+    if "down_revision" not in names:
+        raise GraphError(f"{path}: revision {ids[0]} has no down_revision")
+    docstring = ast.get_docstring(tree) or ""
+    return Revision(
+        revision=ids[0],
+        down_revisions=_ids(names["down_revision"], path, "down_revision"),
+        path=path,
+        message=docstring.strip().splitlines()[0] if docstring.strip() else "",
+        branch_labels=_ids(names.get("branch_labels"), path, "branch_labels"),
+    )
+
+
+def versions_dirs_from_ini(text: str, here: str = ".") -> list[str]:
+    """Return the version directories an alembic.ini names (`version_locations`, else script_location/versions)."""
+    parser = configparser.ConfigParser(defaults={"here": here})
+    try:
+        parser.read_string(text)
+        script_location = parser.get("alembic", "script_location", fallback="alembic")
+        locations = parser.get("alembic", "version_locations", fallback="")
+        separator = parser.get("alembic", "path_separator",
+                               fallback=parser.get("alembic", "version_path_separator", fallback=""))
+    except configparser.Error as exc:
+        raise GraphError(f"cannot read alembic.ini: {str(exc).splitlines()[0]}") from None
+    if locations.strip():
+        # Without a separator setting Alembic splits on spaces or commas.
+        parts = (locations.split(_SEPARATORS[separator]) if separator in _SEPARATORS
+                 else re.split(r"[\s,]+", locations))
+        return [posixpath.normpath(p.strip()) for p in parts if p.strip()]
+    if ":" in script_location and not script_location.startswith("/"):
+        raise GraphError(f"script_location {script_location!r} names a package; "
+                         "pass versions_dir with the directory of the version files")
+    return [posixpath.normpath(posixpath.join(script_location, "versions"))]
+
+
+# --- the graph ---------------------------------------------------------------------------------------
+
+class RevisionGraph:
+    """The revisions and their `down_revision` links; checked for duplicates, dangling links and cycles."""
+
+    def __init__(self, revisions: Iterable[Revision]):
+        self.revisions: dict[str, Revision] = {}
+        for rev in revisions:
+            if rev.revision in self.revisions:
+                raise GraphError(f"revision {rev.revision} is defined twice: "
+                                 f"{self.revisions[rev.revision].path} and {rev.path}")
+            self.revisions[rev.revision] = rev
+        self._children: dict[str, list[str]] = {r: [] for r in self.revisions}
+        for rev in self.revisions.values():
+            for parent in rev.down_revisions:
+                if parent not in self.revisions:
+                    raise GraphError(f"{rev.path or rev.revision}: down_revision {parent!r} names no revision "
+                                     "in the version files")
+                self._children[parent].append(rev.revision)
+        self._order = self._topological()
+
+    def _topological(self) -> list[str]:
+        """Return the revisions parents first (ties by id); raise GraphError on a cycle."""
+        waiting = {r: len(set(rev.down_revisions)) for r, rev in self.revisions.items()}
+        ready = sorted(r for r, n in waiting.items() if n == 0)
+        order: list[str] = []
+        while ready:
+            current = ready.pop(0)
+            order.append(current)
+            for child in sorted(set(self._children[current])):
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+            ready.sort()
+        if len(order) != len(self.revisions):
+            stuck = sorted(set(self.revisions) - set(order))
+            raise GraphError(f"the down_revision links form a cycle through {', '.join(stuck)}")
+        return order
+
+    def __contains__(self, revision: str) -> bool:
+        return revision in self.revisions
+
+    def order(self) -> list[str]:
+        return list(self._order)
+
+    def heads(self) -> list[str]:
+        return sorted(r for r, children in self._children.items() if not children)
+
+    def bases(self) -> list[str]:
+        return sorted(r for r, rev in self.revisions.items() if not rev.down_revisions)
+
+    def ancestors(self, revision: str) -> set[str]:
+        """Return the revision and everything it depends on."""
+        seen: set[str] = set()
+        stack = [revision]
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.revisions[current].down_revisions)
+        return seen
+
+    def applied(self, current: Iterable[str]) -> set[str]:
+        """Return every revision the database has: the `alembic_version` rows and their ancestors."""
+        applied: set[str] = set()
+        for revision in current:
+            if revision not in self.revisions:
+                raise GraphError(f"the database is at revision {revision}, which no version file defines")
+            applied |= self.ancestors(revision)
+        return applied
+
+    def resolve(self, ident: str) -> str:
+        """Return the full id for an id or a unique prefix of one, as Alembic accepts."""
+        if ident in self.revisions:
+            return ident
+        matches = sorted(r for r in self.revisions if r.startswith(ident))
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise GraphError(f"no revision {ident!r} in the version files")
+        raise GraphError(f"{ident!r} is ambiguous: {', '.join(matches)}")
+
+    def relinked(self, changes: dict[str, tuple[str, ...]]) -> RevisionGraph:
+        """Return a new graph with some revisions' `down_revision` replaced."""
+        return RevisionGraph(
+            Revision(r.revision, changes.get(r.revision, r.down_revisions), r.path, r.message, r.branch_labels)
+            for r in self.revisions.values()
+        )
+
+
+def summarize(graph: RevisionGraph, current: Sequence[str]) -> dict[str, Any]:
+    """Return the facts a playbook decides on: the heads, where the database is, what is not applied."""
+    heads = graph.heads()
+    applied = graph.applied(current)
+    return {
+        "heads": heads,
+        "count": len(heads),
+        "single_head": len(heads) == 1,
+        "multiple_heads": len(heads) > 1,
+        "current": sorted(current),
+        "at_head": len(heads) == 1 and sorted(current) == heads,
+        "applied_heads": [h for h in heads if h in applied],
+        "unapplied": [r for r in graph.order() if r not in applied],
+        "revisions": len(graph.revisions),
+    }
+
+
+# --- planning a linearization ------------------------------------------------------------------------
+
+def plan_linearize(graph: RevisionGraph, current: Sequence[str], order: Sequence[str] | None = None
+                   ) -> LinearizePlan:
+    """Plan which `down_revision` links to change so one head remains; never move an applied revision.
+
+    With `order` ([a, b, c]) each listed revision after the first is put right after the one before it.
+    Without it the branch the database is on stays the trunk and each other branch is attached, root
+    first, after the trunk's head.
+    """
+    heads = graph.heads()
+    applied = graph.applied(current)
+    if order:
+        plan = _plan_by_order(graph, [graph.resolve(str(i)) for i in order])
+    elif len(heads) < 2:
+        return LinearizePlan([], heads, heads[0] if heads else "", notes=[_one_head(graph, heads)])
+    else:
+        plan = _plan_default(graph, applied)
+    moved = [m.revision for m in plan.moves if m.revision in applied]
+    if moved:
+        raise GraphError(
+            f"refusing to move {', '.join(moved)}: applied in the database "
+            f"(alembic_version: {', '.join(sorted(current))}); re-pointing an applied revision rewrites history "
+            "the database already has. Run the alembic-merge-heads playbook instead")
+    final = graph.relinked({m.revision: m.new for m in plan.moves})
+    if len(final.heads()) != 1:
+        raise GraphError(f"after these moves the graph would still have heads {', '.join(final.heads())}; "
+                         "list every branch in `order`")
+    plan.head_after = final.heads()[0]
+    if not plan.moves:
+        plan.notes.append(_one_head(graph, heads))
+    return plan
+
+
+def _one_head(graph: RevisionGraph, heads: list[str]) -> str:
+    if not heads:
+        return "nothing to do: no revisions"
+    return f"nothing to do: one head, {graph.revisions[heads[0]].label()}"
+
+
+def _plan_by_order(graph: RevisionGraph, order: list[str]) -> LinearizePlan:
+    if len(order) < 2:
+        raise GraphError("order needs at least two revisions: the one to keep and the one to put after it")
+    if len(set(order)) != len(order):
+        raise GraphError(f"order lists a revision twice: {', '.join(order)}")
+    moves = [
+        Move(rev, graph.revisions[rev].path, graph.revisions[rev].down_revisions, (before,))
+        for before, rev in zip(order, order[1:], strict=False)
+        if graph.revisions[rev].down_revisions != (before,)
+    ]
+    return LinearizePlan(moves, graph.heads(), "", notes=[f"order given: {' -> '.join(order)}"])
+
+
+def _plan_default(graph: RevisionGraph, applied: set[str]) -> LinearizePlan:
+    heads = graph.heads()
+    candidates = [h for h in heads if applied <= graph.ancestors(h)]
+    if not candidates:
+        shared = _shared(graph, heads)
+        on = [h for h in heads if (graph.ancestors(h) - shared) & applied]
+        raise GraphError(
+            f"revisions on more than one branch are applied (the branches of {', '.join(on)}): "
+            "linearizing would have to move an applied revision. Run the alembic-merge-heads playbook instead")
+    # Longest history first: it is the one most likely to be deployed somewhere else already.
+    ranked = sorted(candidates, key=lambda h: (-len(graph.ancestors(h)), h))
+    trunk = ranked[0]
+    notes = []
+    if len(candidates) == 1:
+        notes.append(f"the database is on the branch of {trunk}: it stays as it is")
+    else:
+        where = "the database is below the split" if applied else "nothing is applied yet"
+        notes.append(f"{where}: keeping the longest branch, {trunk}, as the trunk (pass `order` to choose)")
+    moves: list[Move] = []
+    tip, current = trunk, graph
+    for head in sorted((h for h in heads if h != trunk), key=lambda h: (-len(graph.ancestors(h)), h)):
+        segment = current.ancestors(head) - current.ancestors(tip)
+        roots = [r for r in segment if not set(current.revisions[r].down_revisions) & segment]
+        root = roots[0] if len(roots) == 1 else None
+        if root is None or len(current.revisions[root].down_revisions) > 1:
+            raise GraphError(f"the branch of {head} joins the rest at several points; "
+                             "pass `order` to say where each revision goes, or merge the heads")
+        labelled = sorted(r for r in segment if current.revisions[r].branch_labels)
+        if labelled:
+            raise GraphError(f"{', '.join(labelled)} carry branch_labels: these branches are meant to stay apart; "
+                             "merge the heads instead")
+        rev = current.revisions[root]
+        moves.append(Move(root, rev.path, rev.down_revisions, (tip,)))
+        current = current.relinked({root: (tip,)})
+        tip = head
+    return LinearizePlan(moves, heads, "", trunk=trunk, notes=notes)
+
+
+def _shared(graph: RevisionGraph, heads: list[str]) -> set[str]:
+    """Return the revisions every head depends on (the history before the branches split)."""
+    shared = graph.ancestors(heads[0])
+    for head in heads[1:]:
+        shared &= graph.ancestors(head)
+    return shared
+
+
+# --- rewriting a version file ------------------------------------------------------------------------
+
+def _lines(text: str) -> list[str]:
+    """Split like the Python tokenizer: after \\n, \\r\\n or a lone \\r, keeping the endings."""
+    return [part for part in re.split(r"(?<=\n)|(?<=\r)(?!\n)", text) if part]
+
+
+def _offset(lines: list[str], lineno: int, col_bytes: int) -> int:
+    """Turn an ast position (1-based line, UTF-8 byte column) into an index into the text."""
+    line = lines[lineno - 1] if lineno <= len(lines) else ""
+    return sum(len(x) for x in lines[: lineno - 1]) + len(line.encode("utf-8")[:col_bytes].decode("utf-8"))
+
+
+def _format_ids(ids: tuple[str, ...], quote: str) -> str:
+    def one(value: str) -> str:
+        return f"{quote}{value}{quote}" if quote not in value and "\\" not in value else repr(value)
+
+    if not ids:
+        return "None"
+    if len(ids) == 1:
+        return one(ids[0])
+    return "(" + ", ".join(one(i) for i in ids) + ")"
+
+
+def rewrite_down_revision(text: str, new: tuple[str, ...], path: str = "") -> str:
+    """Return the file text with `down_revision` (and the docstring's `Revises:` line) set to new."""
+    tree = _parse(text, path)
+    names = _module_assignments(tree)
+    node = names.get("down_revision")
+    if node is None or node.end_lineno is None or node.end_col_offset is None:
+        raise GraphError(f"{path}: no down_revision assignment to rewrite")
+    lines = _lines(text)
+    start = _offset(lines, node.lineno, node.col_offset)
+    end = _offset(lines, node.end_lineno, node.end_col_offset)
+    # Keep the file's quoting: that of the old value, else that of `revision`.
+    revision_node = names.get("revision")
+    samples = [text[start:end], (ast.get_source_segment(text, revision_node) or "") if revision_node else ""]
+    quote = next((m.group(0) for m in map(re.compile("['\"]").search, samples) if m), "'")
+    result = text[:start] + _format_ids(new, quote) + text[end:]
+    docstring = tree.body[0] if tree.body and isinstance(tree.body[0], ast.Expr) else None
+    if docstring is not None and isinstance(docstring.value, ast.Constant) and isinstance(docstring.value.value, str):
+        doc_start = _offset(lines, docstring.lineno, docstring.col_offset)
+        doc_end = _offset(lines, docstring.end_lineno or docstring.lineno, docstring.end_col_offset or 0)
+        revises = ", ".join(new)
+        doc = re.sub(r"(?m)^([ \t]*Revises:)[^\r\n]*", lambda m: f"{m.group(1)} {revises}".rstrip(),
+                     result[doc_start:doc_end], count=1)
+        result = result[:doc_start] + doc + result[doc_end:]
+    return result
+
+
+def unified_diff(path: str, old: str, new: str) -> str:
+    """Return a unified diff of one file, as `git diff` would show it."""
+    name = path.lstrip("/")
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                 fromfile=f"a/{name}", tofile=f"b/{name}", n=2)
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+# --- actions: files through the target, applied revisions through the database -----------------------
+
+def _backend_path(ctx: RunContext, path: str) -> str:
+    """Place a relative path like the backend's commands see it (in runbook.yml's backend workdir)."""
+    workdir = ctx.config.backend.workdir
+    # The local target resolves relative paths against its workdir already.
+    if posixpath.isabs(path) or not workdir or ctx.target.name == "local":
+        return path
+    return posixpath.join(workdir, path)
+
+
+def _versions_dirs(ctx: RunContext, args: dict[str, Any]) -> list[str]:
+    if args.get("versions_dir"):
+        return [_backend_path(ctx, str(args["versions_dir"]))]
+    ini = config_file(list(ctx.config.backend.alembic), args.get("config"))
+    try:
+        text = ctx.target.read_file("backend", _backend_path(ctx, ini)).decode("utf-8")
+    except FileNotFoundError:
+        return [_backend_path(ctx, DEFAULT_VERSIONS_DIR)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StepFailed(f"cannot read {ini} in backend: {exc}") from exc
+    return [_backend_path(ctx, d) for d in versions_dirs_from_ini(text, posixpath.dirname(ini) or ".")]
+
+
+def _read_revisions(ctx: RunContext, args: dict[str, Any]) -> tuple[RevisionGraph, dict[str, str], list[str]]:
+    """Return the graph, each version file's text by path, and the version directories read."""
+    dirs = _versions_dirs(ctx, args)
+    texts: dict[str, str] = {}
+    revisions = []
+    for directory in dirs:
+        for path in ctx.target.list_files("backend", directory, "*.py"):
+            try:
+                text = ctx.target.read_file("backend", path).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise StepFailed(f"cannot read {path} in backend: {exc}") from exc
+            revision = parse_revision(text, path)
+            if revision is not None:
+                texts[path] = text
+                revisions.append(revision)
+    if not revisions:
+        raise GraphError(f"no Alembic version files in {', '.join(dirs)} in backend",
+                         hint="pass versions_dir, or set backend.workdir in runbook.yml")
+    return RevisionGraph(revisions), texts, dirs
+
+
+def _current(ctx: RunContext) -> list[str]:
+    return [str(row[0]) for row in ctx.database.history().get("alembic_version", [])]
+
+
+def _describe(graph: RevisionGraph, facts: dict[str, Any]) -> str:
+    heads = ", ".join(graph.revisions[h].label() for h in facts["heads"])
+    lines = [f"{facts['count']} head{'s' if facts['count'] != 1 else ''}: {heads}",
+             f"database at: {', '.join(facts['current']) or 'nothing applied (no alembic_version rows)'}"]
+    if facts["unapplied"]:
+        lines.append(f"not applied: {', '.join(facts['unapplied'])}")
+    return "\n".join(lines) + "\n"
+
+
+@action("alembic.heads")
+def heads(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Report the heads of the version files and where the database is; check with `expect: json:`."""
+    graph, _, _ = _read_revisions(ctx, args)
+    facts = summarize(graph, _current(ctx))
+    return ActionResult(0, _describe(graph, facts), data=facts)
+
+
+@action("alembic.merge-needed")
+def merge_needed(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Say whether there is more than one head (`needed`); exit 0 either way, so later steps can use `when:`."""
+    graph, _, _ = _read_revisions(ctx, args)
+    facts = summarize(graph, _current(ctx))
+    facts["needed"] = facts["multiple_heads"]
+    verdict = ("several heads: a repair is needed\n" if facts["needed"]
+               else f"{_one_head(graph, facts['heads'])}; the repair steps are skipped\n")
+    return ActionResult(0, _describe(graph, facts) + verdict, data=facts)
+
+
+@action("alembic.linearize")
+def linearize(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Re-point `down_revision` of revisions no database has applied, so the files form one line."""
+    order = args.get("order") or []
+    if isinstance(order, str):
+        order = [part for part in re.split(r"[\s,]+", order) if part]
+    graph, texts, _ = _read_revisions(ctx, args)
+    current = _current(ctx)
+    plan = plan_linearize(graph, current, order)
+    out = [f"heads before: {', '.join(plan.heads_before)}", *plan.notes]
+    data: dict[str, Any] = {"changed": bool(plan.moves), "moves": [], "head": plan.head_after, "trunk": plan.trunk}
+    if not plan.moves:
+        return ActionResult(0, "\n".join(out) + "\n", data=data)
+    # Every new text is parsed back and the graph rebuilt before any file is written.
+    rewritten = {m.path: rewrite_down_revision(texts[m.path], m.new, m.path) for m in plan.moves}
+    check = RevisionGraph(_reparse(rewritten.get(path, text), path) for path, text in texts.items())
+    if check.heads() != [plan.head_after]:
+        raise GraphError(f"rewriting the files would give heads {', '.join(check.heads())}, not {plan.head_after}")
+    diffs = []
+    for move in plan.moves:
+        try:
+            ctx.target.write_file("backend", move.path, rewritten[move.path].encode("utf-8"))
+        except OSError as exc:
+            raise StepFailed(f"cannot write {move.path} in backend: {exc}") from exc
+        _drop_bytecode(ctx, move.path)
+        out.append(f"moved {move.revision}: down_revision {', '.join(move.old) or 'None'} -> {', '.join(move.new)}"
+                   f" ({move.path})")
+        diffs.append(unified_diff(move.path, texts[move.path], rewritten[move.path]))
+        data["moves"].append({"revision": move.revision, "path": move.path, "old": list(move.old),
+                              "new": list(move.new)})
+    applied = graph.applied(current)
+    pending = [r for r in check.order() if r not in applied]
+    out.append(f"one head now: {plan.head_after}; `alembic upgrade head` applies {', '.join(pending)}")
+    data["to_apply"] = pending
+    return ActionResult(0, "\n".join(out) + "\n\n" + "".join(diffs), data=data)
+
+
+def _reparse(text: str, path: str) -> Revision:
+    revision = parse_revision(text, path)
+    if revision is None:
+        raise GraphError(f"{path}: the rewritten file defines no revision")
+    return revision
+
+
+def _drop_bytecode(ctx: RunContext, path: str) -> None:
+    """Delete cached bytecode of a rewritten file: a same-size rewrite within a second can look unchanged."""
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    cache = posixpath.join(posixpath.dirname(path), "__pycache__")
+    try:
+        for pyc in ctx.target.list_files("backend", cache, f"{stem}.*.pyc"):
+            ctx.target.delete_file("backend", pyc)
+    except (StepFailed, OSError):
+        pass  # best effort: Python also checks the source's size and mtime

@@ -1,0 +1,265 @@
+"""End to end: alembic-linearize and alembic-merge-heads on the leadgen sample in a real Compose stack.
+
+The stack is compose.test.yml rewritten into a directory of its own, `rbalembic` (db on 127.0.0.1:55482,
+database `leadgen`), with a private copy of tests/projects/leadgen bind-mounted at /srv/app in the
+backend. No runbook.yml: the playbooks run `alembic` in the backend's working directory, /srv/app.
+The sample has the conflict of the guide: 137b19ac6ef3 (then 5a1c2e3d4f56) and file_doc_mgmt_001
+(then 8d4f5a6b7c89) both revise 2dd19a2d0626.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import psycopg
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LEADGEN = REPO / "tests" / "projects" / "leadgen"
+PROJECT = "rbalembic"
+DB_PORT = 55482
+DB = {"host": "127.0.0.1", "port": DB_PORT, "user": "runbook", "password": "runbook-secret", "dbname": "leadgen"}
+TRUNK_TABLES = ["users", "sessions", "leads", "scores", "documents"]
+BRANCH_TABLES = {"document_categories", "file_documents", "document_shares", "document_versions", "document_tags"}
+BRANCH_FILES = ["add_file_document_management.py", "8d4f5a6b7c89_add_document_tags.py"]
+
+
+def _compose_command() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    pytest.fail("neither `docker compose` nor `docker-compose` is installed (run scripts/install-docker.sh)")
+
+
+def _write_stack(directory: Path) -> None:
+    spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
+    spec["services"]["db"]["environment"].update(PGPORT=str(DB_PORT), POSTGRES_DB="leadgen")
+    spec["services"]["backend"]["environment"].update(DB_PORT=str(DB_PORT), DB_NAME="leadgen")
+    spec["services"]["backend"]["volumes"] = ["./app:/srv/app"]
+    (directory / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    (directory / "app").mkdir()
+
+
+def _wait_for_db(deadline: float) -> None:
+    while True:
+        try:
+            with psycopg.connect(**DB, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Path]:
+    if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
+        pytest.skip("RUNBOOK_SKIP_DOCKER=1")
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
+    directory = tmp_path_factory.mktemp("stacks") / PROJECT
+    directory.mkdir()
+    _write_stack(directory)
+    compose = _compose_command()
+    up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        pytest.fail(f"docker-compose up failed:\n{up.stderr}")
+    try:
+        _wait_for_db(time.monotonic() + 90)
+        yield directory
+    finally:
+        subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
+
+
+def _backend():
+    found = docker.from_env().containers.list(filters={"label": [f"com.docker.compose.project={PROJECT}",
+                                                                 "com.docker.compose.service=backend"]})
+    assert len(found) == 1
+    return found[0]
+
+
+def _in_backend(*argv: str) -> str:
+    code, (out, err) = _backend().exec_run(list(argv), workdir="/srv/app", demux=True)
+    out_text, err_text = (out or b"").decode(), (err or b"").decode()
+    assert code == 0, f"{argv}: {out_text}{err_text}"
+    return out_text
+
+
+def _reset(directory: Path, *, branch: bool = True) -> None:
+    """An empty database, a fresh copy of the sample (without the second branch when branch=False)."""
+    with psycopg.connect(**DB, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    shutil.rmtree(directory / ".runbook", ignore_errors=True)
+    app = directory / "app"
+    for child in app.iterdir():  # keep the directory itself: it is the bind mount's source
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    shutil.copytree(LEADGEN, app, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    if not branch:
+        for name in BRANCH_FILES:
+            (app / "alembic" / "versions" / name).unlink()
+
+
+def _versions_dir(directory: Path) -> Path:
+    return directory / "app" / "alembic" / "versions"
+
+
+def _files(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(_versions_dir(directory).glob("*.py"))}
+
+
+def _version_rows() -> list[str]:
+    with psycopg.connect(**DB) as conn:
+        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version ORDER BY 1")]
+
+
+def _tables() -> set[str]:
+    with psycopg.connect(**DB) as conn:
+        return {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def _data() -> dict[str, list]:
+    with psycopg.connect(**DB) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TRUNK_TABLES}
+
+
+def _heads() -> list[str]:
+    return sorted(line.split()[0] for line in _in_backend("alembic", "heads").splitlines() if line.strip())
+
+
+def _runbook(cli: list[str], directory: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env["NO_COLOR"] = "1"
+    return subprocess.run([*cli, *args], cwd=directory, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=600)
+
+
+def _report(directory: Path, playbook: str) -> tuple[dict, str]:
+    [record] = (directory / ".runbook" / "reports").glob(f"*-{playbook}.json")
+    return json.loads(record.read_text()), record.with_suffix(".md").read_text()
+
+
+def _start_on_trunk(directory: Path) -> dict[str, list]:
+    """The database on the 137b19ac6ef3 branch, with rows; the other branch only in the files."""
+    _reset(directory)
+    _in_backend("alembic", "upgrade", "5a1c2e3d4f56")
+    _in_backend("python", "seed.py", "--rows", "15")
+    assert _heads() == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
+    assert _version_rows() == ["5a1c2e3d4f56"]
+    return _data()
+
+
+def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbook_cli: list[str]) -> None:
+    data = _start_on_trunk(stack)
+    files = _files(stack)
+
+    proc = _runbook(runbook_cli, stack, "run", "alembic-linearize", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    assert _heads() == ["8d4f5a6b7c89"]
+    assert _version_rows() == ["8d4f5a6b7c89"]
+    assert _tables() >= BRANCH_TABLES
+    assert _data() == data
+    moved = (_versions_dir(stack) / "add_file_document_management.py").read_text()
+    assert "down_revision = '5a1c2e3d4f56'\n" in moved and "Revises: 5a1c2e3d4f56\n" in moved
+    after = _files(stack)
+    changed = {name for name in files if after[name] != files[name]}
+    assert changed == {"add_file_document_management.py"} and set(after) == set(files)
+
+    record, markdown = _report(stack, "alembic-linearize")
+    assert record["status"] == "done"
+    assert record["snapshot"]
+    for text in (proc.stdout, markdown):
+        assert "-down_revision = '2dd19a2d0626'" in text
+        assert "+down_revision = '5a1c2e3d4f56'" in text
+        assert "+Revises: 5a1c2e3d4f56" in text
+
+
+def test_linearize_refuses_when_both_branches_are_applied(stack: Path, runbook_cli: list[str]) -> None:
+    _reset(stack)
+    _in_backend("alembic", "upgrade", "heads")
+    files, rows = _files(stack), _version_rows()
+    assert rows == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
+
+    proc = _runbook(runbook_cli, stack, "run", "alembic-linearize", "--yes")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "more than one branch are applied" in proc.stdout + proc.stderr
+    assert "alembic-merge-heads" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert _files(stack) == files
+    assert _version_rows() == rows
+
+
+def _merge_file(directory: Path, before: dict[str, str]) -> Path:
+    [name] = set(_files(directory)) - set(before)
+    return _versions_dir(directory) / name
+
+
+def test_merge_heads_from_one_branch(stack: Path, runbook_cli: list[str]) -> None:
+    data = _start_on_trunk(stack)
+    files = _files(stack)
+
+    proc = _runbook(runbook_cli, stack, "run", "alembic-merge-heads", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    merge = _merge_file(stack, files)
+    assert merge.name.endswith("_merge_heads.py")
+    text = merge.read_text()
+    assert "'5a1c2e3d4f56'" in text and "'8d4f5a6b7c89'" in text
+    revision = merge.name.split("_", 1)[0]
+    assert _heads() == [revision]
+    assert _version_rows() == [revision]
+    assert _tables() >= BRANCH_TABLES
+    assert _data() == data
+    assert {k: v for k, v in _files(stack).items() if k != merge.name} == files
+    record, _ = _report(stack, "alembic-merge-heads")
+    assert record["status"] == "done"
+
+
+def test_merge_heads_when_the_database_has_both_heads(stack: Path, runbook_cli: list[str]) -> None:
+    _reset(stack)
+    _in_backend("alembic", "upgrade", "heads")
+    _in_backend("python", "seed.py", "--rows", "10")
+    data, files = _data(), _files(stack)
+    assert _version_rows() == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
+
+    proc = _runbook(runbook_cli, stack, "run", "alembic-merge-heads", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    revision = _merge_file(stack, files).name.split("_", 1)[0]
+    assert _heads() == [revision]
+    assert _version_rows() == [revision]
+    assert _data() == data
+
+
+@pytest.mark.parametrize("playbook", ["alembic-linearize", "alembic-merge-heads"])
+def test_one_head_is_nothing_to_do(stack: Path, runbook_cli: list[str], playbook: str) -> None:
+    _reset(stack, branch=False)
+    _in_backend("alembic", "upgrade", "head")
+    _in_backend("python", "seed.py", "--rows", "5")
+    files, rows, data = _files(stack), _version_rows(), _data()
+
+    proc = _runbook(runbook_cli, stack, "run", playbook, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nothing to do: one head" in proc.stdout
+
+    assert _files(stack) == files
+    assert _version_rows() == rows == ["5a1c2e3d4f56"]
+    assert _data() == data
+    record, _ = _report(stack, playbook)
+    assert record["status"] == "done"
+    assert [s["status"] for s in record["steps"]] == ["ok"] + ["skipped"] * (len(record["steps"]) - 1)
