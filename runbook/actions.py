@@ -222,14 +222,7 @@ def django_fake(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         return ActionResult(1, "\n".join(verdict.lines) + "\n", data=data, problems=verdict.refusals)
     lines = list(verdict.lines)
     if verdict.to_record:
-        # Direct rows, not `migrate --fake`: Django refuses that while the history is inconsistent.
-        apps, migrations = django.split_names(verdict.to_record)
-        _, rows, _ = ctx.database.query(
-            "INSERT INTO django_migrations (app, name, applied) "
-            "SELECT r.app, r.name, now() FROM unnest(%(apps)s::text[], %(names)s::text[]) AS r(app, name) "
-            "WHERE NOT EXISTS (SELECT 1 FROM django_migrations m WHERE m.app = r.app AND m.name = r.name) "
-            "RETURNING app, name", {"apps": apps, "names": migrations})
-        data["recorded"] = [f"{a}.{n}" for a, n in rows]
+        data["recorded"] = django.record_rows(ctx, verdict.to_record)
         lines += [f"recorded {name}" for name in data["recorded"]]
     else:
         lines.append("nothing to record")
@@ -245,11 +238,7 @@ def django_unrecord(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     if not ctx.database.table_exists("django_migrations"):
         return ActionResult(0, "table django_migrations does not exist: nothing to delete\n",
                             data={"deleted": [], "absent": names})
-    apps, migrations = django.split_names(names)
-    _, rows, _ = ctx.database.query(
-        "DELETE FROM django_migrations m USING unnest(%(apps)s::text[], %(names)s::text[]) AS r(app, name) "
-        "WHERE m.app = r.app AND m.name = r.name RETURNING m.app, m.name", {"apps": apps, "names": migrations})
-    deleted = sorted({f"{a}.{n}" for a, n in rows})
+    deleted = django.delete_rows(ctx, names)
     absent = [n for n in names if n not in deleted]
     lines = [f"deleted the row of {n}" for n in deleted] + [f"no row for {n}" for n in absent]
     return ActionResult(0, "\n".join(lines) + "\n", data={"deleted": deleted, "absent": absent})
@@ -277,3 +266,4 @@ def alembic_at_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 
 
 from runbook import alembic_repair  # noqa: E402,F401  (registers alembic.* actions)
+from runbook import django_repair  # noqa: E402,F401  (registers django.* repair actions)

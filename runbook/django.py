@@ -282,3 +282,28 @@ def fake_verdict(fake_checks: list[FakeCheck], *, allow_unproven: bool = False) 
         lines += [f"  - {r}" for r in refusals]
         return FakeVerdict(False, lines, [], already, [f"refused: {r}" for r in refusals])
     return FakeVerdict(True, lines, to_record, already)
+
+
+def record_rows(ctx: RunContext, names: list[str]) -> list[str]:
+    """Insert django_migrations rows for APP.NAME migrations not recorded yet; return those inserted."""
+    if not names:
+        return []
+    # Direct rows, not `migrate --fake`: Django refuses that while the history is inconsistent.
+    apps, migrations = split_names(names)
+    _, rows, _ = ctx.database.query(
+        "INSERT INTO django_migrations (app, name, applied) "
+        "SELECT r.app, r.name, now() FROM unnest(%(apps)s::text[], %(names)s::text[]) AS r(app, name) "
+        "WHERE NOT EXISTS (SELECT 1 FROM django_migrations m WHERE m.app = r.app AND m.name = r.name) "
+        "RETURNING app, name", {"apps": apps, "names": migrations})
+    return [f"{a}.{n}" for a, n in rows]
+
+
+def delete_rows(ctx: RunContext, names: list[str]) -> list[str]:
+    """Delete the django_migrations rows of APP.NAME migrations; return those deleted (tables stay)."""
+    if not names:
+        return []
+    apps, migrations = split_names(names)
+    _, rows, _ = ctx.database.query(
+        "DELETE FROM django_migrations m USING unnest(%(apps)s::text[], %(names)s::text[]) AS r(app, name) "
+        "WHERE m.app = r.app AND m.name = r.name RETURNING m.app, m.name", {"apps": apps, "names": migrations})
+    return sorted({f"{a}.{n}" for a, n in rows})

@@ -1,0 +1,176 @@
+"""Repair an inconsistent Django history: decide purely from one inspection, then act step by step.
+
+The guides fake blindly (`migrate customer_contact 0001 --fake`), which Django refuses anyway while the
+history is inconsistent. Here every missing dependency is checked against the live schema: recorded when
+what it creates is already there, applied for real when it is not. Applying one needs the history made
+consistent first, so the applied migrations that depend on it are un-recorded for a moment, then
+recorded again when the schema proves they ran, or applied for real when it does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runbook import django
+from runbook.actions import ActionResult, action
+from runbook.backend import exec_options
+
+if TYPE_CHECKING:
+    from runbook.executor import RunContext
+
+
+@dataclass
+class HistoryRepair:
+    """What fix-history will do, computed before it does anything."""
+
+    inconsistencies: list[str] = field(default_factory=list)
+    fake: list[str] = field(default_factory=list)
+    apply: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.inconsistencies)
+
+    def as_data(self) -> dict[str, Any]:
+        return {"needed": self.needed, "inconsistencies": self.inconsistencies, "fake": self.fake,
+                "apply": self.apply, "blockers": self.blockers, "reasons": self.reasons}
+
+
+def graph_order(nodes: dict[str, django.MigrationNode]) -> list[str]:
+    """Return migration keys with every dependency before its dependants (stable by name)."""
+    ordered: list[str] = []
+    seen: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in seen or key not in nodes:
+            return
+        seen.add(key)
+        for dep in sorted(nodes[key].dependencies):
+            visit(dep)
+        ordered.append(key)
+
+    for key in sorted(nodes):
+        visit(key)
+    return ordered
+
+
+def missing_ancestors(nodes: dict[str, django.MigrationNode]) -> list[str]:
+    """Return unapplied migrations that some applied migration depends on, directly or not."""
+    missing: set[str] = set()
+    stack = [dep for node in nodes.values() if node.applied for dep in node.dependencies]
+    while stack:
+        key = stack.pop()
+        node = nodes.get(key)
+        if node is None or node.applied or key in missing:
+            continue
+        missing.add(key)
+        stack.extend(node.dependencies)
+    return [k for k in graph_order(nodes) if k in missing]
+
+
+def applied_dependants(nodes: dict[str, django.MigrationNode], targets: list[str]) -> list[str]:
+    """Return applied migrations that depend, directly or not, on any of targets."""
+    children: dict[str, set[str]] = {}
+    for node in nodes.values():
+        for dep in node.dependencies:
+            children.setdefault(dep, set()).add(node.key)
+    found: set[str] = set()
+    stack = list(targets)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return [k for k in graph_order(nodes) if k in found and nodes[k].applied]
+
+
+def plan_history_repair(found: django.Inspection, checked: django.Inspection | None) -> HistoryRepair:
+    """Decide what to record and what to apply; `checked` holds the fake checks of the missing ones."""
+    repair = HistoryRepair(inconsistencies=[p.message for p in found.problems_of(django.HISTORY_KINDS)])
+    if not repair.needed:
+        return repair
+    nodes = {n.key: n for n in found.migrations}
+    missing = missing_ancestors(nodes)
+    checks = {fc.migration: fc for fc in (checked.fake_checks if checked else []) if fc.migration}
+    django.settle(list(checks.values()))
+    for key in missing:
+        fc = checks.get(key)
+        status = django.effective_status(fc) if fc else "not checked"
+        repair.reasons[key] = status
+        if status in ("proven", "nothing to check in the schema") and all(
+                dep in repair.fake or nodes.get(dep) is None or nodes[dep].applied for dep in nodes[key].dependencies):
+            repair.fake.append(key)
+        else:
+            repair.apply.append(key)
+    repair.blockers = applied_dependants(nodes, repair.apply)
+    return repair
+
+
+def _describe(repair: HistoryRepair) -> list[str]:
+    if not repair.needed:
+        return ["nothing to do: the migration history is consistent (no applied migration misses a dependency)"]
+    lines = ["found:"] + [f"  {line}" for line in repair.inconsistencies]
+    for key in repair.fake:
+        lines.append(f"record {key}: its tables and columns exist ({repair.reasons[key]})")
+    for key in repair.apply:
+        lines.append(f"apply {key} for real: {repair.reasons[key]}")
+    for key in repair.blockers:
+        lines.append(f"un-record {key} while applying, then record it again if the schema proves it ran")
+    return lines
+
+
+@action("django.plan-history-repair")
+def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Say what fix-history will record, apply and re-record; change nothing."""
+    found = django.inspect(ctx, schema=False)
+    missing = missing_ancestors({n.key: n for n in found.migrations})
+    checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
+    repair = plan_history_repair(found, checked)
+    return ActionResult(0, "\n".join(_describe(repair)) + "\n", data=repair.as_data())
+
+
+def _migrate(ctx: RunContext, key: str) -> tuple[int, str]:
+    app, name = key.split(".", 1)
+    options = exec_options(ctx.config, "backend")
+    result = ctx.target.exec("backend", [*ctx.config.backend.manage, "migrate", app, name, "--noinput"],
+                             env=options.env, workdir=options.workdir, user=options.user,
+                             timeout=ctx.config.step_timeout)
+    return result.exit_code, result.stdout + result.stderr
+
+
+@action("django.apply-missing")
+def apply_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Apply missing dependencies for real: un-record their applied dependants, migrate, re-record or apply."""
+    names = django.parse_names(args.get("migrations") or [], "migrations") if args.get("migrations") else []
+    if not names:
+        return ActionResult(0, "nothing to apply\n", data={"applied": [], "rerecorded": []})
+    found = django.inspect(ctx, schema=False)
+    nodes = {n.key: n for n in found.migrations}
+    blockers = applied_dependants(nodes, names)
+    lines = [f"un-recorded {key}" for key in django.delete_rows(ctx, blockers)]
+    for key in names:
+        code, output = _migrate(ctx, key)
+        lines += [f"$ manage.py migrate {key.replace('.', ' ')}", output.rstrip()]
+        if code != 0:
+            return ActionResult(1, "\n".join(lines) + "\n", problems=[f"migrate {key} failed (exit {code})"],
+                                data={"applied": [], "unrecorded": blockers})
+    rerecorded: list[str] = []
+    if blockers:
+        verdicts = django.inspect(ctx, fake=blockers, schema=False).fake_checks
+        django.settle(verdicts)
+        for fc in verdicts:
+            key = fc.migration or fc.requested
+            if django.effective_status(fc) in ("proven", "nothing to check in the schema"):
+                rerecorded += django.record_rows(ctx, [key])
+                lines.append(f"recorded {key} again: the schema proves it ran")
+                continue
+            code, output = _migrate(ctx, key)
+            lines += [f"{key} did not really run ({django.effective_status(fc)}): applying it",
+                      f"$ manage.py migrate {key.replace('.', ' ')}", output.rstrip()]
+            if code != 0:
+                return ActionResult(1, "\n".join(lines) + "\n", problems=[f"migrate {key} failed (exit {code})"],
+                                    data={"applied": names, "unrecorded": blockers})
+    return ActionResult(0, "\n".join(lines) + "\n", data={"applied": names, "rerecorded": rerecorded})
