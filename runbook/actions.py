@@ -265,5 +265,5 @@ def alembic_at_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                     {"heads": scripts.heads, "current": current})
 
 
-from runbook import alembic_repair  # noqa: E402,F401  (registers alembic.* actions)
-from runbook import django_repair  # noqa: E402,F401  (registers django.* repair actions)
+# Imported last: these modules register more actions and import this one's `action` decorator.
+from runbook import alembic_repair, django_repair  # noqa: E402,F401
