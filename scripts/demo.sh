@@ -49,17 +49,26 @@ done
 docker exec "$backend" python manage.py migrate --noinput >/dev/null
 docker exec "$backend" python manage.py seed --rows 200
 
-say "Breaking it: a restored dump without the history rows of customer and customer_contact"
+say "Breaking it as in the InconsistentMigrationHistory guide: customer.0001_initial's row is gone"
 docker exec "$db" psql -q -U runbook -d shop -c \
-  "DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')"
+  "DELETE FROM django_migrations WHERE app = 'customer'"
 echo "\$ docker compose exec backend python manage.py migrate"
 docker exec "$backend" python manage.py migrate --noinput 2>&1 | tail -n 1 || true
 
-say "runbook plan fake-initial"
-"$RUNBOOK" plan fake-initial
+say "runbook diagnose"
+"$RUNBOOK" diagnose || true
+# diagnose exits 3 when it finds something: that is the expected answer here.
+fix=$({ "$RUNBOOK" diagnose --json || true; } | "$VENV/bin/python" -c \
+  'import json, sys; found = json.load(sys.stdin)["findings"]; print(found[0]["command"] if found else "")')
+[ -n "$fix" ] || { echo "demo: diagnose found nothing to repair" >&2; exit 1; }
 
-say "runbook run fake-initial --yes"
-"$RUNBOOK" run fake-initial --yes
+say "$fix"
+# Exactly the line diagnose printed, run with the installed runbook.
+read -ra argv <<< "$fix"
+"$VENV/bin/${argv[0]}" "${argv[@]:1}"
+
+say "runbook diagnose, again"
+"$RUNBOOK" diagnose
 
 say "The report"
 report=$(ls -t .runbook/reports/*.md | head -n 1)

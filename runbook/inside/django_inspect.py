@@ -21,6 +21,7 @@ import traceback
 FORMAT = 1
 EXIT_DJANGO, EXIT_DATABASE, EXIT_NO_DJANGO = 2, 3, 5
 MARKER = "RUNBOOK-ANSWER:"
+UNAPPLIED = "@unapplied"
 SETTINGS_RE = re.compile(r"""['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""")
 
 # Spellings of one PostgreSQL type: Django's db_type() on the left, format_type() on the right.
@@ -668,6 +669,10 @@ def inspect(args):
     document["problems"] = problems
     if args.fake_check:
         requested = [n for part in args.fake_check for n in part.split(",") if n.strip()]
+        if UNAPPLIED in requested:
+            # Every migration without a history row, so `diagnose` needs one Django start, not two.
+            requested.remove(UNAPPLIED)
+            requested += [key_text(k) for k in sorted(loader.graph.nodes) if k not in loader.applied_migrations]
         document["fake_check"] = fake_check(loader, connection, args.database, tables, requested)
     if args.makemigrations_check:
         document["makemigrations"] = makemigrations_check(loader)

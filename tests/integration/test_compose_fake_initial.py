@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -186,3 +187,22 @@ def test_stopped_backend_exits_4_and_names_the_fix(shop_stack: Path, runbook_cli
         backend.start()
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "start backend" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_diagnose_names_the_fake_and_its_line_repairs(shop_stack: Path, runbook_cli: list[str]) -> None:
+    _reset_database(shop_stack)
+    rows_before, data_before = _state()
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
+    found = _runbook(runbook_cli, shop_stack, "diagnose", "--json")
+    assert found.returncode == 3, found.stdout + found.stderr
+    [finding] = json.loads(found.stdout)["findings"]
+    assert finding["kind"] == "safe-to-fake"
+    # customer_contact.0002 is not an initial migration: --fake-initial would run it; the guarded fake proves it.
+    assert finding["command"] == (
+        "runbook run fake-migrations --var migrations=customer.0001_initial,customer_contact.0001_initial,"
+        "customer_contact.0002_alter_customercontact_customer --yes")
+    proc = _runbook(runbook_cli, shop_stack, *shlex.split(finding["command"])[1:])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _state() == (rows_before, data_before)
+    assert _runbook(runbook_cli, shop_stack, "diagnose").returncode == 0

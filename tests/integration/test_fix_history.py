@@ -9,6 +9,7 @@ every row, and leave a history that `manage.py migrate` accepts.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,19 @@ def _report(stack: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _diagnose_and_run_its_fix(stack: Path, cli: list[str]):
+    """Run `runbook diagnose`, check it names fix-history, then run exactly the line it prints."""
+    found = run_cli(cli, stack, "diagnose", "--json")
+    assert found.returncode == 3, found.stdout + found.stderr
+    report = json.loads(found.stdout)
+    first = report["findings"][0]
+    assert first["kind"] == "inconsistent-history"
+    assert "customer_contact.0002_alter_customercontact_customer" in first["evidence"][0]
+    assert first["command"] == "runbook run fix-history --yes"
+    argv = shlex.split(first["command"])
+    return run_cli(cli, stack, *argv[1:])
+
+
 def _add_users_and_products(count: int) -> None:
     with psycopg.connect(**DB) as conn:
         conn.execute(
@@ -79,12 +93,13 @@ def test_dependency_tables_exist_only_the_row_is_missing(clean: Path, runbook_cl
         conn.execute("DELETE FROM django_migrations WHERE app = 'customer'")
     _migrate_fails_with_inconsistent_history()
 
-    proc = run_cli(runbook_cli, clean, "run", "fix-history", "--yes")
+    proc = _diagnose_and_run_its_fix(clean, runbook_cli)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "record customer.0001_initial" in proc.stdout
     assert _rows() == rows_before
     assert _data() == data_before
     manage(PROJECT, "migrate", "--check")
+    assert run_cli(runbook_cli, clean, "diagnose").returncode == 0
     report = _report(clean)
     assert report["status"] == "done"
     assert report["steps"][2]["status"] == "skipped"  # nothing had to be applied for real
@@ -104,7 +119,7 @@ def test_dependency_never_ran(clean: Path, runbook_cli: list[str]) -> None:
     data_before = _data()
     _migrate_fails_with_inconsistent_history()
 
-    proc = run_cli(runbook_cli, clean, "run", "fix-history", "--yes")
+    proc = _diagnose_and_run_its_fix(clean, runbook_cli)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "apply customer.0001_initial for real" in proc.stdout
     with psycopg.connect(**DB) as conn:
@@ -124,6 +139,8 @@ def test_dependency_never_ran(clean: Path, runbook_cli: list[str]) -> None:
 def test_consistent_history_is_left_alone(clean: Path, runbook_cli: list[str]) -> None:
     manage(PROJECT, "migrate", "--noinput")
     rows_before = _rows()
+    healthy = run_cli(runbook_cli, clean, "diagnose", "--json")
+    assert healthy.returncode == 0 and json.loads(healthy.stdout)["findings"] == []
     proc = run_cli(runbook_cli, clean, "run", "fix-history", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nothing to do" in proc.stdout
