@@ -1,0 +1,113 @@
+"""A Compose test stack in a directory of its own: compose.test.yml with its own loopback port and project.
+
+Compose names the project after the directory, so each test module picks a directory name and a port
+nobody else uses; the stack is started with plain `docker-compose up -d`, as a user would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import psycopg
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = REPO / "tests" / "projects" / "shop"
+
+
+def compose_command() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    pytest.fail("neither `docker compose` nor `docker-compose` is installed (run scripts/install-docker.sh)")
+
+
+def db_settings(port: int) -> dict[str, object]:
+    return {"host": "127.0.0.1", "port": port, "user": "runbook", "password": "runbook-secret", "dbname": "shop"}
+
+
+def write_stack(directory: Path, port: int) -> None:
+    """compose.test.yml with its own port, and a private copy of the sample project mounted at /srv/app."""
+    spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
+    spec["services"]["db"]["environment"]["PGPORT"] = str(port)
+    spec["services"]["backend"]["environment"]["DB_PORT"] = str(port)
+    spec["services"]["backend"]["volumes"] = ["./app:/srv/app"]
+    (directory / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    reset_app(directory)
+
+
+def reset_app(directory: Path) -> None:
+    """Put the sample project back in directory/app, in place: a running backend has it bind-mounted."""
+    app = directory / "app"
+    if app.is_dir():
+        for child in app.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    shutil.copytree(SHOP, app, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+
+
+def wait_for_db(settings: dict[str, object], deadline: float) -> None:
+    while True:
+        try:
+            with psycopg.connect(**settings, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def running_stack(directory: Path, port: int) -> Iterator[Path]:
+    """Bring the stack up in directory (created), yield it, and take it down with its volumes."""
+    if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
+        pytest.skip("RUNBOOK_SKIP_DOCKER=1")
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_stack(directory, port)
+    compose = compose_command()
+    up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        pytest.fail(f"docker-compose up failed:\n{up.stderr}")
+    try:
+        wait_for_db(db_settings(port), time.monotonic() + 90)
+        yield directory
+    finally:
+        subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
+
+
+def service_container(project: str, service: str):
+    found = docker.from_env().containers.list(filters={"label": [f"com.docker.compose.project={project}",
+                                                                 f"com.docker.compose.service={service}"]})
+    assert len(found) == 1, f"expected one {service} container in {project}, found {len(found)}"
+    return found[0]
+
+
+def manage(project: str, *args: str) -> str:
+    code, output = service_container(project, "backend").exec_run(["python", "manage.py", *args],
+                                                                  workdir="/srv/app")
+    assert code == 0, output.decode()
+    return output.decode()
+
+
+def run_cli(cli: list[str], directory: Path, *args: str, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run runbook as a user would, with no terminal on stdin."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    full_env.update({"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
+    return subprocess.run([*cli, *args], cwd=directory, env=full_env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
