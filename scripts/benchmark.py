@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Measure runbook against the shell commands it replaces, on one Compose stack, in one run.
+
+Every figure is a ratio of two timings taken here and now, so it means something on a shared, noisy
+machine. Prints a table; exits 0 whatever the figures (targets are read, not asserted).
+
+    .venv/bin/python scripts/benchmark.py [--scale 70] [--repeat 3] [--keep]
+
+Needs the Docker engine and image (scripts/install-docker.sh, scripts/build-images.sh) and runbook
+installed in the interpreter's environment (scripts/setup-venv.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STACK = Path(os.environ.get("RUNBOOK_BENCH_DIR", "/var/tmp/runbook-bench"))
+PROJECT = STACK.name
+PORT = 55522
+RUNBOOK = str(Path(sys.executable).parent / "runbook")
+COMPOSE = ["docker", "compose"] if subprocess.run(["docker", "compose", "version"],
+                                                  capture_output=True).returncode == 0 else ["docker-compose"]
+
+
+def sh(*argv: str, cwd: Path = STACK, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"benchmark: {' '.join(argv[:4])} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc
+
+
+def timed(*argv: str, repeat: int = 1, **kw) -> float:
+    """Best wall time of repeat runs (the least disturbed by the neighbours)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sh(*argv, **kw)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def container(service: str) -> str:
+    out = sh("docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}",
+             "--filter", f"label=com.docker.compose.service={service}").stdout.split()
+    if len(out) != 1:
+        raise SystemExit(f"benchmark: expected one {service} container, found {len(out)}")
+    return out[0]
+
+
+def up() -> None:
+    STACK.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
+    spec["services"]["db"]["environment"]["PGPORT"] = str(PORT)
+    spec["services"]["backend"]["environment"]["DB_PORT"] = str(PORT)
+    spec["services"]["backend"]["volumes"] = ["./app:/srv/app"]
+    (STACK / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    shutil.rmtree(STACK / "app", ignore_errors=True)
+    shutil.rmtree(STACK / ".runbook", ignore_errors=True)
+    shutil.copytree(REPO / "tests" / "projects" / "shop", STACK / "app")
+    sh(*COMPOSE, "down", "-v", check=False)
+    sh(*COMPOSE, "up", "-d")
+    for _ in range(180):
+        if sh("docker", "exec", container("db"), "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(PORT),
+              check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise SystemExit("benchmark: the database never became ready")
+
+
+def steps_playbook(count: int) -> Path:
+    path = STACK / f"bench-{count}.yml"
+    steps = [{"name": f"step {i}", "run": ["true"]} for i in range(count)]
+    path.write_text(yaml.safe_dump({"name": f"bench-{count}", "description": "trivial steps",
+                                    "snapshot": {"database": False, "history": False}, "steps": steps}))
+    return path
+
+
+def shell_script(name: str, lines: list[str]) -> Path:
+    path = STACK / f"{name}.sh"
+    path.write_text("set -e\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def peak_rss_mb(*argv: str) -> tuple[float, float]:
+    """Run a command; return its wall time and the peak RSS of it (children included) in MB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    sh(*argv)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(after, before) / 1024
+
+
+def row(name: str, runbook: float, reference: float, unit: str, target: str) -> str:
+    return f"| {name} | {runbook:.2f} {unit} | {reference:.2f} {unit} | {runbook / reference:.2f}x | {target} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is about 1 GB)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    args = parser.parse_args()
+    up()
+    backend, db = container("backend"), container("db")
+    lines = ["| measure | runbook | reference | ratio | target |", "|---|--:|--:|--:|---|"]
+
+    # Per-step overhead: 20 trivial steps, against the same 20 commands through docker exec / compose exec.
+    bench20, bench40 = steps_playbook(20), steps_playbook(40)
+    run20 = timed(RUNBOOK, "run", str(bench20), "--yes", "--quiet", repeat=args.repeat)
+    run40 = timed(RUNBOOK, "run", str(bench40), "--yes", "--quiet", repeat=args.repeat)
+    docker_script = shell_script("docker-exec-20", [f"docker exec {backend} true"] * 20)
+    compose_script = shell_script("compose-exec-20", [" ".join([*COMPOSE, "exec", "-T", "backend", "true"])] * 20)
+    docker20 = timed("bash", str(docker_script), repeat=args.repeat)
+    compose20 = timed("bash", str(compose_script), repeat=args.repeat)
+    lines.append(row("20 steps, whole run", run20, docker20, "s", "within 1.10x of `docker exec`"))
+    lines.append(row("20 steps vs compose exec", run20, compose20, "s", "several times faster (< 1x)"))
+    per_step = (run40 - run20) / 20
+    lines.append(row("per step (40-step minus 20-step run)", per_step * 1000, docker20 / 20 * 1000, "ms",
+                     "within 1.10x of one `docker exec`"))
+
+    # Start-up.
+    help_time = timed(RUNBOOK, "--help", repeat=5)
+    list_time = timed(RUNBOOK, "list", repeat=5)
+    lines.append(f"| `runbook --help` | {help_time:.2f} s | | | under 0.3 s |")
+    lines.append(f"| `runbook list` | {list_time:.2f} s | | | under 0.3 s |")
+
+    # Snapshot of a pgbench database against the raw pg_dump.
+    # Over the container's unix socket, which trusts local users like the official image.
+    sh("docker", "exec", db, "pgbench", "-i", "-q", "-s", str(args.scale), "-U", "runbook", "shop", timeout=3600)
+    size = int(sh("docker", "exec", db, "psql", "-tA", "-U", "runbook", "-d", "shop", "-c",
+                  "SELECT pg_database_size('shop')").stdout.strip())
+    raw_dump = STACK / "raw.dump"
+    start = time.perf_counter()
+    with raw_dump.open("wb") as out:
+        subprocess.run(["docker", "exec", db, "pg_dump", "-Fc", "-U", "runbook", "shop"], stdout=out, check=True)
+    raw = time.perf_counter() - start
+    snap_time, rss = peak_rss_mb(RUNBOOK, "snapshot")
+    lines.append(row(f"snapshot of {size / 2**30:.2f} GiB (time)", snap_time, raw, "s",
+                     "throughput at least 0.9x raw (ratio at most 1.11x)"))
+    lines.append(f"| peak memory of the runbook process during the snapshot | {rss:.0f} MB | | | under 100 MB |")
+
+    # Restore of that snapshot against raw pg_restore.
+    snapshot_id = sorted((STACK / ".runbook" / "snapshots").iterdir())[-1].name
+    restore_time = timed(RUNBOOK, "restore", snapshot_id, "--yes")
+    start = time.perf_counter()
+    with raw_dump.open("rb") as src:
+        subprocess.run(["docker", "exec", "-i", db, "pg_restore", "--clean", "--if-exists", "--single-transaction",
+                        "-U", "runbook", "-d", "shop"], stdin=src, check=True, capture_output=True)
+    raw_restore = time.perf_counter() - start
+    lines.append(row("restore of that snapshot", restore_time, raw_restore, "s", "reported"))
+    raw_dump.unlink()
+
+    # fix-history end to end on the broken history of the demo.
+    sh("docker", "exec", db, "psql", "-q", "-U", "runbook", "-d", "shop", "-c",
+       "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers")
+    sh("docker", "exec", backend, "python", "manage.py", "migrate", "--noinput")
+    sh("docker", "exec", backend, "python", "manage.py", "seed", "--rows", "1000")
+    sh("docker", "exec", db, "psql", "-q", "-U", "runbook", "-d", "shop", "-c",
+       "DELETE FROM django_migrations WHERE app = 'customer'")
+    fix = timed(RUNBOOK, "run", "fix-history", "--yes", "--quiet")
+    showmigrations = timed("docker", "exec", backend, "python", "manage.py", "showmigrations", repeat=args.repeat)
+    lines.append(row("fix-history end to end (vs one showmigrations)", fix, showmigrations, "s", "reported"))
+    diagnose_time = timed(RUNBOOK, "diagnose", repeat=args.repeat)
+    lines.append(row("diagnose of the repaired stack (vs one showmigrations)", diagnose_time, showmigrations, "s",
+                     "under 2x"))
+
+    print(f"runbook benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB")
+    print("\n".join(lines))
+    if not args.keep:
+        sh(*COMPOSE, "down", "-v", check=False)
+
+
+if __name__ == "__main__":
+    main()
