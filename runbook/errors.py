@@ -56,6 +56,18 @@ class ConfigError(InputError):
     """A broken `runbook.yml`."""
 
 
+class SnapshotFailed(RunbookError):
+    """A snapshot could not be taken, or a snapshot on disk is damaged (exit 1); no step runs."""
+
+    exit_code = 1
+
+
+class RestoreFailed(RunbookError):
+    """Putting a snapshot back failed (exit 1); the database restore is one transaction."""
+
+    exit_code = 1
+
+
 class VerifyFailed(RunbookError):
     """A verify check did not hold after the steps ran (exit 3)."""
 

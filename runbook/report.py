@@ -105,10 +105,21 @@ def summary_lines(result: RunResult, redactor: Redactor | None = None) -> list[s
     lines.append(f"steps: {_counts(result.steps, 'ok')}")
     lines.append(f"checks: {_counts(result.checks, 'passed')}")
     snapshot_id = result.snapshot.get("id")
+    rolled_back = result.rollback.get("status") == "restored"
     if snapshot_id:
-        undo = "" if result.status in ("done", "dry-run") else f" (undo: runbook restore {snapshot_id})"
+        undo = "" if result.status in ("done", "dry-run") or rolled_back else f" (undo: runbook restore {snapshot_id})"
         lines.append(f"snapshot: {snapshot_id}{undo}")
+    if result.rollback:
+        lines.append(_rollback_headline(result.rollback))
     return [redactor.text(line) for line in lines] if redactor else lines
+
+
+def _rollback_headline(rollback: dict[str, Any]) -> str:
+    snapshot_id = rollback.get("snapshot") or "?"
+    if rollback.get("status") == "restored":
+        return f"rolled back: the data is back as of snapshot {snapshot_id}"
+    reason = rollback.get("error") or "; ".join(rollback.get("problems") or []) or "unknown"
+    return f"rollback FAILED: {_oneline(reason)}"
 
 
 def format_duration(seconds: float) -> str:
@@ -148,7 +159,8 @@ def _context(d: dict[str, Any]) -> dict[str, Any]:
     stopped = _stopped_at(d["steps"])
     if stopped:
         callouts.append(f"**Stopped at:** step {stopped[0]}, {stopped[1]}")
-    if d["snapshot"].get("id") and status not in ("done", "dry-run"):
+    rollback = d["rollback"]
+    if d["snapshot"].get("id") and status not in ("done", "dry-run") and rollback.get("status") != "restored":
         callouts.append(f"**To undo:** `runbook restore {d['snapshot']['id']}` puts back the snapshot "
                         "taken before the steps ran.")
     facts = [("playbook", d["playbook"]), ("project", d["project"])]
@@ -166,6 +178,10 @@ def _context(d: dict[str, Any]) -> dict[str, Any]:
         "problems": [f"{v['title']}: {p}" for v in steps + checks for p in v["problems"]],
         "variables": [(k, _show(v)) for k, v in d["variables"].items()],
         "snapshot": [(k, _show(v)) for k, v in d["snapshot"].items()],
+        "rollback": {"ok": rollback.get("status") == "restored", "headline": _rollback_headline(rollback),
+                     "checked": rollback.get("checked", "") if rollback.get("status") == "restored" else "",
+                     "facts": [(k, _show(v)) for k, v in rollback.items() if v not in ("", [], None)]}
+        if rollback else None,
         "notes": d["notes"],
         "steps": steps,
         "checks": checks,

@@ -46,6 +46,8 @@ class RunResult:
     error: str = ""
     variables: dict[str, Any] = field(default_factory=dict)
     snapshot: dict[str, Any] = field(default_factory=dict)
+    # Set by --rollback-on-failure: {"snapshot": id, "status": "restored" | "failed", "checked": ..., ...}
+    rollback: dict[str, Any] = field(default_factory=dict)
     history_before: dict[str, list[list[Any]]] = field(default_factory=dict)
     history_after: dict[str, list[list[Any]]] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)

@@ -8,9 +8,11 @@ for the report; the compose target maps it to a running container.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 Stream = Literal["stdout", "stderr"]
 # Called with each chunk of output as it arrives, so the console and report can stream it.
@@ -28,6 +30,13 @@ class ExecResult:
     timed_out: bool = False
     # True when stdout/stderr were cut to keep memory bounded; the full text streamed past.
     truncated: bool = False
+
+
+def create_output_file(dest: Path) -> BinaryIO:
+    """Open dest for a command's stdout: created or emptied, owner-only from the first byte."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    return os.fdopen(fd, "wb", buffering=1024 * 1024)  # output arrives in small frames: few big writes
 
 
 @dataclass
@@ -74,6 +83,30 @@ class Target(Protocol):
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
         """Run argv in the service and return its result; never raise for a non-zero exit."""
+        ...
+
+    def exec_to_file(
+        self,
+        service: str,
+        argv: Sequence[str],
+        dest: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run argv with its stdout streamed into dest (created 0600, synced) in constant memory; keep stderr."""
+        ...
+
+    def exec_from_file(
+        self,
+        service: str,
+        argv: Sequence[str],
+        src: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run argv with the file src streamed to its stdin in constant memory; keep stdout and stderr."""
         ...
 
     def read_file(self, service: str, path: str) -> bytes:

@@ -29,7 +29,7 @@ import requests.exceptions
 
 from runbook.config import Config
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError, StepFailed
-from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback
+from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
 from runbook.targets.capture import OutputBuffer
 from runbook.targets.compose_project import (
     PROJECT_LABEL,
@@ -43,6 +43,7 @@ from runbook.targets.compose_project import (
     resolve_project,
     settings_from_container,
 )
+from runbook.targets.hijack import STDOUT, HijackedExec, UnsupportedTransport
 from runbook.targets.local import settings_from_config
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -291,6 +292,7 @@ class ComposeTarget:
         environment: Mapping[str, str] | None,
         workdir: str | None,
         user: str | None,
+        stdin: bool = False,
     ) -> tuple[Any, str]:
         """Create an exec in the service's container, re-resolving once if the container changed."""
         for attempt in (1, 2):
@@ -298,7 +300,7 @@ class ComposeTarget:
             try:
                 with self._talking():
                     created = self.client.api.exec_create(
-                        container.id, list(argv), stdout=True, stderr=True, stdin=False, tty=False,
+                        container.id, list(argv), stdout=True, stderr=True, stdin=stdin, tty=False,
                         environment=dict(environment) if environment else None,
                         workdir=workdir or None, user=user or "",
                     )
@@ -313,6 +315,98 @@ class ComposeTarget:
                     hint=f"check `docker compose ps {self.service_name(service)}`",
                 ) from exc
         raise AssertionError("unreachable")
+
+    def exec_to_file(
+        self,
+        service: str,
+        argv: Sequence[str],
+        dest: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        with create_output_file(dest) as sink:
+            result = self._exec_streaming(service, argv, env, timeout, source=None, sink=sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        return result
+
+    def exec_from_file(
+        self,
+        service: str,
+        argv: Sequence[str],
+        src: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        with open(src, "rb") as source:
+            return self._exec_streaming(service, argv, env, timeout, source=source, sink=None)
+
+    def _exec_streaming(self, service: str, argv: Sequence[str], env: Mapping[str, str] | None,
+                        timeout: float | None, *, source: Any, sink: Any) -> ExecResult:
+        """Run argv over the exec's raw socket: source (a file) to stdin, stdout to sink or kept; no TTY."""
+        if not argv:
+            raise InputError(f"empty command for service {service!r}")
+        token = uuid.uuid4().hex
+        pidfile = f"/tmp/.runbook-{token}.pid"
+        wrapped = ["sh", "-c", WRAPPER.format(pidfile=pidfile), "runbook-exec", *argv]
+        started = time.monotonic()
+        container, exec_id = self._exec_create(service, wrapped, {**(env or {}), MARKER: token}, None, None,
+                                               stdin=source is not None)
+        buffers = {"stdout": OutputBuffer(), "stderr": OutputBuffer()}
+        decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in buffers}
+
+        def take(stream: int, data: memoryview) -> None:
+            if stream == STDOUT and sink is not None:
+                sink.write(data)
+                return
+            name = "stdout" if stream == STDOUT else "stderr"
+            buffers[name].add(decoders[name].decode(data))
+
+        conn: HijackedExec | None = None
+        timed_out = False
+        try:
+            with self._talking():
+                raw = self.client.api.exec_start(exec_id, socket=True, tty=False)
+            try:
+                conn = HijackedExec(raw, source, take)
+            except UnsupportedTransport as exc:
+                with contextlib.suppress(Exception):
+                    raw.close()
+                raise EnvironmentNotReady(
+                    f"streaming a file through {self.docker_host} is not supported ({exc})",
+                    hint="use a unix:// or tcp:// DOCKER_HOST") from None
+            deadline = None if timeout is None else started + timeout
+            with self._talking():
+                timed_out = not conn.pump(deadline)
+                if timed_out:
+                    conn.stop_sending()
+                    self._stop(container, token, pidfile)
+                    conn.pump(time.monotonic() + DRAIN_AFTER_STOP)
+        except BaseException:
+            # Ctrl-C, a full disk, a lost connection: stop the command in the container, then re-raise.
+            with contextlib.suppress(Exception):
+                self._stop(container, token, pidfile)
+            raise
+        finally:
+            if conn is not None:
+                conn.close()
+        for name in buffers:
+            buffers[name].add(decoders[name].decode(b"", final=True))
+        if conn.mid_frame and not timed_out:
+            raise EnvironmentNotReady(
+                f"the output of {shlex.join(argv)} in {service} stopped in the middle of a frame",
+                hint="check that Docker is still running")
+        exit_code = 124 if timed_out else self._outcome(exec_id)[0]
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=buffers["stdout"].text(),
+            stderr=buffers["stderr"].text(),
+            duration=time.monotonic() - started,
+            timed_out=timed_out,
+            truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
+        )
 
     def _outcome(self, exec_id: str) -> tuple[int, bool]:
         """Return the exit code and whether a process ever started (a bad user or workdir stops it)."""

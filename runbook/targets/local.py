@@ -10,11 +10,12 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
-from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback
+from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
 from runbook.targets.capture import OutputBuffer
 
 
@@ -82,12 +83,43 @@ class LocalTarget:
         cwd = Path(workdir) if workdir else self.workdir
         if not cwd.is_absolute():
             cwd = self.workdir / cwd
+        return self._run(argv, cwd, env, subprocess.DEVNULL, subprocess.PIPE, timeout, on_output)
+
+    def exec_to_file(
+        self,
+        service: str,
+        argv: Sequence[str],
+        dest: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        # The command writes straight into the file: no byte of it passes through this process.
+        with create_output_file(dest) as sink:
+            result = self._run(argv, self.workdir, env, subprocess.DEVNULL, sink, timeout, None)
+            os.fsync(sink.fileno())
+        return result
+
+    def exec_from_file(
+        self,
+        service: str,
+        argv: Sequence[str],
+        src: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        with open(src, "rb") as source:
+            return self._run(argv, self.workdir, env, source, subprocess.PIPE, timeout, None)
+
+    def _run(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None, stdin: Any, stdout: Any,
+             timeout: float | None, on_output: OutputCallback | None) -> ExecResult:
         full_env = {**os.environ, **(env or {})}
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
-                list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                list(argv), cwd=cwd, env=full_env, stdin=stdin,
+                stdout=stdout, stderr=subprocess.PIPE, start_new_session=True,
             )
         except FileNotFoundError:
             if not cwd.is_dir():
@@ -104,7 +136,8 @@ class LocalTarget:
             self._stop(proc)
             raise
         finally:
-            proc.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
             proc.stderr.close()
         code = proc.wait()
         return ExecResult(
@@ -119,9 +152,11 @@ class LocalTarget:
     def _pump(self, proc, buffers, on_output, started: float, timeout: float | None) -> bool:
         decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in buffers}
         selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        open_streams = 2
+        open_streams = 0
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            if pipe is not None:  # stdout is None when it goes straight into a file
+                selector.register(pipe, selectors.EVENT_READ, name)
+                open_streams += 1
         with selector:
             while open_streams:
                 remaining = None if timeout is None else timeout - (time.monotonic() - started)

@@ -1,0 +1,266 @@
+"""Put a snapshot back: prove its parts, restore the database in one transaction, then the files, then check.
+
+The order is the safety argument. Every part is checked against the manifest's sha256 before anything is
+touched, so a damaged snapshot changes nothing. The database goes back in a single transaction that
+first drops every object of the public schema (tables made after the snapshot too) and then replays the
+dump, so it either ends exactly as snapshotted or stays as it was. Only then are the migration files
+written back, and the result is compared with the manifest: history rows, every table's row count and
+checksum, every file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runbook.config import Config
+from runbook.database import Database
+from runbook.errors import EnvironmentNotReady, RestoreFailed, RunbookError, SnapshotFailed
+from runbook.snapshot import (
+    DUMP,
+    FILES,
+    HISTORY,
+    Progress,
+    file_entry,
+    find_files,
+    first_error,
+    history_rows,
+    human_size,
+    load_manifest,
+    locked_session,
+    no_progress,
+    pg_client,
+    read_archive,
+    reading,
+    table_stats,
+)
+from runbook.targets.base import Target
+
+# Runs first, in the restore's own transaction: without it, tables made after the snapshot would stay, and
+# `--clean` would fail on anything of theirs that depends on a snapshotted object (a foreign key, a view).
+# Extension members are left to the extension. The public schema itself (owner, grants) stays.
+CLEAR_PUBLIC = r"""BEGIN;
+SET LOCAL lock_timeout = '60s';
+SET LOCAL statement_timeout = 0;
+DO $runbook$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN
+    SELECT format('DROP %s IF EXISTS public.%I CASCADE',
+                  CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                 WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                  c.relname) AS stmt
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+    ORDER BY c.relkind = 'S', c.relname
+  LOOP
+    EXECUTE r.stmt;
+  END LOOP;
+  FOR r IN
+    SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure) AS stmt
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'public'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE r.stmt;
+  END LOOP;
+  FOR r IN
+    SELECT format('DROP %s IF EXISTS %s CASCADE', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
+                  t.oid::regtype) AS stmt
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r', 'c')
+      AND (t.typtype <> 'c' OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                      AND d.objid = t.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE r.stmt;
+  END LOOP;
+END
+$runbook$;"""
+
+# The dump arrives on stdin. psql applies the prelude, then pg_restore's script; COMMIT is sent only when
+# pg_restore read the whole archive, otherwise an error makes psql stop and the server roll everything back.
+RESTORE_SCRIPT = r"""prelude=$1; shift
+{
+  printf '%s\n' "$prelude"
+  if pg_restore --clean --if-exists "$@" --file=-; then
+    printf '%s\n' 'COMMIT;'
+  else
+    printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'runbook: pg_restore could not read the snapshot'; END \$\$;"
+  fi
+} | psql -X -q -v ON_ERROR_STOP=1 --no-password"""
+
+
+@dataclass
+class RestoreOutcome:
+    """What a restore did and what its check found; `problems` empty means: exactly as snapshotted."""
+
+    snapshot: str
+    restored: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot, "status": "restored" if self.ok else "failed",
+                "restored": "; ".join(self.restored), "checked": "; ".join(self.checked),
+                "problems": list(self.problems)}
+
+
+def verify_parts(snapshot_id: str, directory: Path, manifest: dict[str, Any]) -> None:
+    """Raise SnapshotFailed unless every part is on disk with the manifest's size and sha256."""
+    parts = manifest.get("parts") or []
+    if not parts:
+        raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: its manifest lists no parts")
+    for part in parts:
+        path = directory / part["file"]
+        if not path.is_file():
+            raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: {part['file']} is missing")
+        if path.stat().st_size != part["size"]:
+            raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: {part['file']} size differs "
+                                 f"({path.stat().st_size} bytes, the manifest says {part['size']})")
+        if file_entry(path)["sha256"] != part["sha256"]:
+            raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: {part['file']} sha256 differs")
+
+
+def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: str,
+                     *, progress: Progress = no_progress) -> RestoreOutcome:
+    """Verify, restore and check one snapshot; the caller holds the run lock."""
+    directory, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
+    verify_parts(snapshot_id, directory, manifest)
+    parts = {p["file"] for p in manifest["parts"]}
+    progress(f"snapshot {snapshot_id}: {len(parts)} parts match their sha256")
+    outcome = RestoreOutcome(snapshot_id)
+    if DUMP in parts:
+        _restore_database(target, db, directory / DUMP, outcome, progress)
+    elif HISTORY in parts:
+        outcome.notes.append("the snapshot has no database dump: the database was not restored")
+    if FILES in parts and manifest.get("files"):
+        _restore_files(target, directory / FILES, manifest["files"], outcome, progress)
+    _check(target, db, directory, manifest, outcome)
+    outcome.notes.extend(w for w in getattr(target, "warnings", []) if w not in outcome.notes)
+    return outcome
+
+
+def restore_now(config: Config, target: Target, snapshot_id: str,
+                *, progress: Progress = no_progress) -> RestoreOutcome:
+    """`runbook restore ID`: the same restore under the run lock, so it cannot race a run."""
+    load_manifest(config.artifacts_dir(), snapshot_id)  # an unknown id fails before any lock or connection
+    with locked_session(config, target, f"restore {snapshot_id}") as db:
+        return restore_snapshot(target, db, config, snapshot_id, progress=progress)
+
+
+def _is_superuser(db: Database) -> bool:
+    rows = db.query("SELECT CASE WHEN rolsuper THEN 1 ELSE 0 END FROM pg_roles WHERE rolname = current_user")[1]
+    return bool(rows) and int(rows[0][0]) == 1
+
+
+def _restore_database(target: Target, db: Database, dump: Path, outcome: RestoreOutcome,
+                      progress: Progress) -> None:
+    client = pg_client(target, db.settings)
+    # A superuser puts every object back with its owner; anyone else can only own what it restores.
+    options = [] if _is_superuser(db) else ["--no-owner"]
+    progress(f"restoring the database from {DUMP} ({human_size(dump.stat().st_size)}) in one transaction")
+    result = target.exec_from_file(client.service, ["sh", "-c", RESTORE_SCRIPT, "runbook-restore",
+                                                    CLEAR_PUBLIC, *options], dump, env=client.env)
+    if result.exit_code != 0:
+        raise RestoreFailed(first_error(result, "the database restore") + "; the database was left as it was")
+    outcome.restored.append("database")
+
+
+def _digests(target: Target, root: str, files: list[str]) -> dict[str, str]:
+    """Return {relative path: sha256} of files in the backend: one sha256sum, or file by file without it."""
+    if not files:
+        return {}
+    result = target.exec("backend", ["sha256sum", "--", *files], workdir=root, timeout=600)
+    if result.exit_code == 0 and not result.truncated:
+        digests = {}
+        for line in result.stdout.splitlines():
+            digest, _, name = line.partition("  ")
+            if name:
+                digests[posixpath.normpath(name)] = digest.strip()
+        if sorted(digests) == sorted(files):
+            return digests
+    return {f: hashlib.sha256(target.read_file("backend", posixpath.join(root, f))).hexdigest() for f in files}
+
+
+def _restore_files(target: Target, archive: Path, info: dict[str, Any], outcome: RestoreOutcome,
+                   progress: Progress) -> None:
+    root, wanted = info["root"], read_archive(archive)
+    present = find_files(target, root, info["patterns"])
+    digests = _digests(target, root, present)
+    written = deleted = 0
+    try:
+        for relative, data in sorted(wanted.items()):
+            if digests.get(relative) != hashlib.sha256(data).hexdigest():
+                target.write_file("backend", posixpath.join(root, relative), data)
+                written += 1
+        for relative in sorted(set(present) - set(wanted)):  # made after the snapshot
+            target.delete_file("backend", posixpath.join(root, relative))
+            deleted += 1
+    except (RunbookError, OSError) as exc:
+        raise RestoreFailed(f"the database is restored, but writing the migration files back failed "
+                            f"after {written} written, {deleted} deleted: {exc}") from exc
+    outcome.restored.append(f"migration files ({written} written, {deleted} deleted, "
+                            f"{len(wanted) - written} unchanged)")
+    progress(f"migration files: {written} written back, {deleted} made after the snapshot deleted")
+
+
+def _check(target: Target, db: Database, directory: Path, manifest: dict[str, Any],
+           outcome: RestoreOutcome) -> None:
+    """Compare the live state with the manifest; every difference is a problem."""
+    database = manifest.get("database")
+    history_path = directory / HISTORY
+    try:
+        with reading(db, f"runbook check {outcome.snapshot}") as (query, _):
+            now = table_stats(query) if database else {}
+            if history_path.exists():
+                history_now = history_rows(query)
+    except EnvironmentNotReady:
+        raise
+    except RunbookError as exc:
+        outcome.problems.append(f"could not read the database back: {exc}")
+        return
+    if database:
+        before = database["tables"]
+        extra, missing = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+        if extra:
+            outcome.problems.append(f"tables not in the snapshot: {', '.join(extra)}")
+        if missing:
+            outcome.problems.append(f"tables missing: {', '.join(missing)}")
+        summed = 0
+        for name in sorted(set(now) & set(before)):
+            if now[name]["rows"] != before[name]["rows"]:
+                outcome.problems.append(f"{name}: {now[name]['rows']} rows, the snapshot had {before[name]['rows']}")
+            elif before[name]["checksum"] and now[name]["checksum"] != before[name]["checksum"]:
+                outcome.problems.append(f"{name}: same row count, different contents")
+            summed += now[name]["rows"]
+        hashed = sum(1 for t in before.values() if t["checksum"])
+        outcome.checked.append(f"{len(before)} tables, {summed:,} rows ({hashed} checksummed)")
+    if history_path.exists():
+        history_then = json.loads(history_path.read_text())
+        for table in sorted(set(history_then) | set(history_now)):
+            if history_then.get(table) != history_now.get(table):
+                outcome.problems.append(f"{table} rows differ from the snapshot")
+        outcome.checked.append("history rows (" + ", ".join(f"{t} {len(r)}" for t, r in history_then.items()) + ")")
+    files = manifest.get("files")
+    if files:
+        expected = {f["path"]: f["sha256"] for f in files["list"]}
+        present = find_files(target, files["root"], files["patterns"])
+        digests = _digests(target, files["root"], present)
+        if digests != expected:
+            differ = sorted(p for p in set(expected) | set(digests) if expected.get(p) != digests.get(p))
+            outcome.problems.append(f"migration files differ: {', '.join(differ[:5])}")
+        outcome.checked.append(f"{len(expected)} migration files")

@@ -1,0 +1,88 @@
+"""Snapshot and restore on the local target: the host's pg_dump, pg_restore and psql against a real cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+pytestmark = pytest.mark.integration
+
+
+def _env(db: dict) -> dict[str, str]:
+    return {**os.environ, "DB_HOST": db["host"], "DB_PORT": str(db["port"]), "DB_NAME": db["dbname"],
+            "DB_USER": db["user"], "DB_PASSWORD": db["password"], "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _manage(project: Path, db: dict, *args: str) -> None:
+    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=_env(db),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _runbook(cli: list[str], project: Path, db: dict, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1"}
+    return subprocess.run([*cli, *args], cwd=project, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=600)
+
+
+def _state(db: dict) -> dict[str, object]:
+    with psycopg.connect(**db) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        state: dict[str, object] = {"tables": tables}
+        for table in tables:
+            state[table] = conn.execute(sql.SQL(
+                "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {} t").format(
+                sql.Identifier(table))).fetchone()
+    return state
+
+
+def _files(project: Path) -> dict[str, str]:
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(project.glob("**/migrations/*.py"))}
+
+
+def test_local_snapshot_and_restore(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
+    _manage(shop_project, fresh_db, "migrate", "--noinput")
+    _manage(shop_project, fresh_db, "seed", "--rows", "500")
+    with psycopg.connect(**fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE local_extra AS SELECT i AS id, md5(i::text) AS v FROM generate_series(1, 4000) i")
+    config = {
+        "target": "local",
+        "backend": {"workdir": ".", "manage": [sys.executable, "manage.py"]},
+        "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
+                     "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"},
+    }
+    (shop_project / "runbook.yml").write_text(yaml.safe_dump(config))
+    state, files = _state(fresh_db), _files(shop_project)
+
+    proc = _runbook(runbook_cli, shop_project, fresh_db, "snapshot")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [snapshot_id] = [p.name for p in (shop_project / ".runbook" / "snapshots").iterdir()]
+    manifest = json.loads((shop_project / ".runbook" / "snapshots" / snapshot_id / "manifest.json").read_text())
+    assert manifest["target"] == "local" and manifest["database"]["consistent"] is True
+    assert manifest["database"]["tables"]["local_extra"]["rows"] == 4000
+    assert sorted(f["path"] for f in manifest["files"]["list"]) == sorted(files)
+    assert manifest["files"]["root"] == str(shop_project.resolve())
+
+    with psycopg.connect(**fresh_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM catalog_product WHERE id % 2 = 0")
+        conn.execute("DROP TABLE local_extra")
+        conn.execute("CREATE TABLE local_after (id int)")
+    (shop_project / "catalog" / "migrations" / "0003_after.py").write_text("# after\n")
+
+    proc = _runbook(runbook_cli, shop_project, fresh_db, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"the data is back as of snapshot {snapshot_id}" in proc.stdout
+    assert _state(fresh_db) == state
+    assert _files(shop_project) == files
+    assert "runbook-secret" not in proc.stdout + proc.stderr
