@@ -166,6 +166,35 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Playbook files to
         raise typer.Exit(2)
 
 
+@app.command()
+def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False) -> None:
+    """Say what is wrong with the migration history and the exact command that repairs it; change nothing."""
+    import json
+
+    from runbook.engine import diagnose as run_diagnosis
+
+    framework, findings, facts = run_diagnosis(state.options)
+    if json_output:
+        print(json.dumps({"framework": framework, "target": facts, "healthy": not findings,
+                          "findings": [f.as_dict() for f in findings]}, indent=2))
+    elif not findings:
+        console.print(f"healthy: no finding ({framework}, {facts.get('database', '')})")
+    else:
+        # Blocks, not a table: a fix command must stay on one line to be copied.
+        for number, finding in enumerate(findings, 1):
+            console.print(f"[bold]{number}. {escape(finding.title)}[/bold]")
+            for line in finding.evidence[:8]:
+                console.print(f"   {escape(line)}")
+            if len(finding.evidence) > 8:
+                console.print(f"   ... and {len(finding.evidence) - 8} more")
+            console.print(f"   fix: {escape(finding.command or finding.advice)}")
+        if findings[0].command:
+            console.print("to repair the most serious one, run:")
+            console.print(f"  {escape(findings[0].command)}", style="bold")
+    if findings:
+        raise typer.Exit(3)
+
+
 class Progress:
     """Console side of the executor's events: plain lines, output indented under its step."""
 
@@ -179,6 +208,12 @@ class Progress:
         style = "dim" if stream == "stdout" else "yellow"
         for line in text.splitlines():
             console.print(f"   | {escape(line)}", style=style)
+
+    @staticmethod
+    def _header(data: dict[str, Any]) -> None:
+        step = data["step"]
+        console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
+                             f"[{step.service or step.kind}] {step.name}"))
 
     def _flush(self) -> None:
         for stream, rest in self.partial.items():
@@ -194,9 +229,7 @@ class Progress:
         elif kind == "step-start":
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]
-            step = data["step"]
-            console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
-                                 f"[{step.service or step.kind}] {step.name}"))
+            self._header(data)
         elif kind == "output" and not self.quiet_output and self.role == "step":
             stream = data["stream"]
             text = self.partial[stream] + data["text"]
@@ -206,6 +239,8 @@ class Progress:
         elif kind == "step-end":
             self._flush()
             step = data["step"]
+            if step.status == "skipped":  # a skipped step never started
+                self._header(data)
             mark = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "skipped"}.get(
                 step.status, step.status)
             console.print(f"   {mark} ({step.duration:.2f} s){' ' + escape(step.note) if step.note else ''}")
@@ -225,6 +260,8 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run; touch nothing.")] = False,
     report: Annotated[Path | None, typer.Option(help="Also copy the Markdown report here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo command output.")] = False,
+    rollback_on_failure: Annotated[bool, typer.Option(
+        "--rollback-on-failure", help="When a step or a check fails, restore the snapshot at once.")] = False,
 ) -> None:
     """Run a playbook: snapshot, steps, verify, report."""
     from runbook.engine import execute, prepare
@@ -244,7 +281,8 @@ def run(
         if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
             raise Refused("not confirmed; nothing was run")
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet))
+    result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet),
+                                  rollback_on_failure=rollback_on_failure)
     console.print()
     for line in summary_lines(result):
         console.print(escape(line))
@@ -256,6 +294,86 @@ def run(
     if result.exit_code:
         err_console.print(f"runbook: error: {escape(result.error or result.status)}")
         raise typer.Exit(result.exit_code)
+
+
+def _print_note(text: str) -> None:
+    console.print(f"   {escape(text)}")
+
+
+@app.command("snapshot")
+def snapshot_cmd() -> None:
+    """Take a snapshot now: database dump, history rows, migration files (listed as playbook "manual")."""
+    from runbook.engine import load_project_config, make_target
+    from runbook.snapshot import snapshot_now, summary
+
+    config = load_project_config(state.options)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    manifest = snapshot_now(config, make_target(config, state.options), progress=_print_note)
+    facts = summary(manifest)
+    console.print(f"snapshot {facts['id']} written: {facts['size']}"
+                  + (f", {facts['tables']}" if "tables" in facts else ""))
+    console.print(f"path: {facts['path']}")
+    console.print(f"restore it with: runbook restore {facts['id']}")
+
+
+@app.command("snapshots")
+def snapshots_cmd() -> None:
+    """List the snapshots of this project, oldest first."""
+    from runbook.engine import load_project_config
+    from runbook.snapshot import human_size, list_snapshots
+
+    config = load_project_config(state.options)
+    found = list_snapshots(config.artifacts_dir())
+    if not found:
+        console.print(f"no snapshots in {config.artifacts_dir() / 'snapshots'}")
+        return
+    # Plain columns, never cut: the id is what people copy into `runbook restore`.
+    rows = [("id", "time", "playbook", "size")]
+    for manifest in found:
+        size = "damaged manifest" if manifest.get("damaged") else human_size(
+            sum(p.get("size", 0) for p in manifest.get("parts", [])))
+        rows.append((str(manifest.get("id")), str(manifest.get("created", "?")), str(manifest.get("playbook", "?")),
+                     size))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        console.print(escape(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}"))
+
+
+@app.command()
+def restore(
+    snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="Snapshot id, as `runbook snapshots` lists it.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the database and migration files are "
+                                                          "replaced by the snapshot.")] = False,
+) -> None:
+    """Put a snapshot back: database, migration files; then check them against its manifest."""
+    from runbook.engine import load_project_config, make_target
+    from runbook.errors import Refused, VerifyFailed
+    from runbook.restore import restore_now
+    from runbook.snapshot import load_manifest, summary
+
+    config = load_project_config(state.options)
+    _, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Refused(f"restoring snapshot {snapshot_id} replaces the database and there is no terminal "
+                          "to confirm", hint="pass --yes to restore it")
+        for key, value in summary(manifest).items():
+            console.print(escape(f"  {key}: {value}"))
+        if not typer.confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
+                             "Everything written since is lost", default=False):
+            raise Refused("not confirmed; nothing was restored")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note)
+    for note in outcome.notes:
+        console.print(f"   note: {escape(note)}")
+    console.print(escape(f"restored: {'; '.join(outcome.restored) or 'nothing'}"))
+    if outcome.problems:
+        for problem in outcome.problems:
+            err_console.print(f"   [red]- {escape(problem)}[/red]")
+        raise VerifyFailed(f"snapshot {snapshot_id} was restored but differs from its manifest: "
+                           f"{len(outcome.problems)} problem(s)")
+    console.print(escape(f"checked: {'; '.join(outcome.checked)}"))
+    console.print(f"the data is back as of snapshot {escape(snapshot_id)}")
 
 
 def main() -> None:

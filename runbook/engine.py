@@ -53,10 +53,31 @@ def prepare(options: Options, name: str, assignments: list[str]) -> tuple[Config
     return config, build_plan(playbook, variables, Commands.from_backend(config.backend))
 
 
-def execute(config: Config, plan: Plan, options: Options, on_event=None) -> tuple[RunResult, Path | None]:
+def execute(config: Config, plan: Plan, options: Options, on_event=None,
+            rollback_on_failure: bool = False) -> tuple[RunResult, Path | None]:
     """Run a prepared plan against the configured target and write its report."""
     # Imported here: psycopg, docker and the report templates cost more start-up than list/plan need.
     from runbook.executor import Executor
 
     target = make_target(config, options)
-    return Executor(config, target, on_event=on_event).run(plan)
+    return Executor(config, target, on_event=on_event, rollback_on_failure=rollback_on_failure).run(plan)
+
+
+def diagnose(options: Options):
+    """Inspect the stack and return (framework, findings, target facts); changes nothing."""
+    from runbook.connection import open_database
+    from runbook.diagnose import diagnose as run_diagnosis
+    from runbook.executor import RunContext
+
+    config = load_project_config(options)
+    target = make_target(config, options)
+    target.check_ready(["db", "backend"])
+    settings = target.database_settings()
+    database = open_database(target, settings, "runbook diagnose")
+    try:
+        framework, findings = run_diagnosis(RunContext(config, target, database, {}))
+    finally:
+        database.close()
+    facts = {**target.describe(), "database": f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}",
+             "framework": framework}
+    return framework, findings, facts

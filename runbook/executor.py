@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook.actions import get_action
+from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.database import Database
 from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
@@ -27,6 +28,7 @@ from runbook.redact import Redactor, is_secret_name
 from runbook.render import evaluate
 from runbook.report import write_report
 from runbook.results import RunResult, StepResult
+from runbook.snapshot import summary as snapshot_summary
 from runbook.snapshot import take_snapshot
 from runbook.targets.base import Target
 
@@ -73,9 +75,11 @@ def build_redactor(config: Config, target: Target, variables: dict[str, Any], pl
 
 
 class Executor:
-    def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None):
+    def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None,
+                 rollback_on_failure: bool = False):
         self.config = config
         self.target = target
+        self.rollback_on_failure = rollback_on_failure
         self.on_event = on_event or (lambda kind, data: None)
         self.redactor = Redactor()
 
@@ -167,19 +171,27 @@ class Executor:
     def _run_stages(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
         self._emit("stage", name="snapshot")
         result.history_before = ctx.database.history()
-        if plan.playbook.snapshot.history or plan.playbook.snapshot.database:
-            manifest = take_snapshot(ctx.database, self.config.artifacts_dir(), plan.playbook.name,
-                                     result.history_before)
-            result.snapshot = manifest
+        spec = plan.playbook.snapshot
+        if spec.history or spec.database or spec.files:
+            # Raises SnapshotFailed (exit 1) when any part fails: then no step runs.
+            manifest = take_snapshot(self.target, ctx.database, self.config, plan.playbook.name, spec,
+                                     progress=lambda text: self._emit("note", text=self.redactor.text(text)))
+            result.snapshot = snapshot_summary(manifest)
             self._emit("note", text=f"snapshot {manifest['id']} written")
 
         self._emit("stage", name="steps")
-        for index, planned in enumerate(plan.steps):
-            step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
-            if step.status == "failed":
-                result.status, result.exit_code = "failed", StepFailed.exit_code
-                result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
-                return
+        try:
+            for index, planned in enumerate(plan.steps):
+                step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
+                if step.status == "failed":
+                    result.status, result.exit_code = "failed", StepFailed.exit_code
+                    result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
+                    self._rollback(ctx, result)
+                    return
+        except RunbookError as exc:
+            if exc.exit_code == StepFailed.exit_code:
+                self._rollback(ctx, result)
+            raise
 
         self._emit("stage", name="verify")
         failed = []
@@ -190,8 +202,38 @@ class Executor:
         if failed:
             result.status, result.exit_code = "verify-failed", 3
             result.error = f"verification failed: {', '.join(failed)}"
+            self._rollback(ctx, result)
         else:
             result.status, result.exit_code = "done", 0
+
+    def _rollback(self, ctx: RunContext, result: RunResult) -> None:
+        """With --rollback-on-failure, put the snapshot back at once; the exit code still tells the failure."""
+        if not self.rollback_on_failure:
+            return
+        from runbook.restore import restore_snapshot
+
+        self._emit("stage", name="rollback")
+        snapshot_id = result.snapshot.get("id", "")
+        if not snapshot_id:
+            result.rollback = {"snapshot": "", "status": "failed", "error": "the playbook takes no snapshot"}
+            text = "rollback FAILED: the playbook takes no snapshot, so there is nothing to restore"
+        else:
+            try:
+                outcome = restore_snapshot(self.target, ctx.database, self.config, snapshot_id,
+                                           progress=lambda t: self._emit("note", text=self.redactor.text(t)))
+            except RunbookError as exc:
+                result.rollback = {"snapshot": snapshot_id, "status": "failed", "error": str(exc)}
+                text = f"rollback FAILED: {exc}; once the cause is fixed: runbook restore {snapshot_id}"
+            else:
+                result.rollback = outcome.to_dict()
+                if outcome.ok:
+                    text = (f"rolled back: the data is back as of snapshot {snapshot_id} "
+                            f"(checked: {'; '.join(outcome.checked)})")
+                else:
+                    text = (f"rollback of snapshot {snapshot_id} ran but the check found differences: "
+                            + "; ".join(outcome.problems))
+        result.notes.append(self.redactor.text(text))
+        self._emit("note", text=self.redactor.text(text))
 
     @staticmethod
     def _placeholder(planned: PlannedAction) -> StepResult:
@@ -200,19 +242,21 @@ class Executor:
 
     def _run_action(self, planned: PlannedAction, ctx: RunContext, record: StepResult,
                     number: int, total: int, role: str) -> StepResult:
-        if planned.deferred and planned.source is not None:
-            planned = plan_action(planned.source, ctx.template_context(), Commands.from_backend(self.config.backend),
-                                  f"{role} {number} ({planned.name})")
-            record.command = planned.display()
+        # The condition first: a skipped step may name kept outputs that do not exist.
         if planned.when and not ctx.evaluate(planned.when):
             record.status, record.note = "skipped", f"skipped: `{planned.when}` is false"
             self._emit("step-end", role=role, number=number, total=total, step=record)
             return record
+        if planned.deferred and planned.source is not None:
+            planned = plan_action(planned.source, ctx.template_context(), Commands.from_backend(self.config.backend),
+                                  f"{role} {number} ({planned.name})")
+            record.command = planned.display()
         record.status = "running"
         self._emit("step-start", role=role, number=number, total=total, step=record)
         started = time.monotonic()
         parsed: Any = None
         rows: list[list[Any]] | None = None
+        reasons: list[str] = []
         try:
             if planned.argv is not None:
                 exec_result = self._exec(planned, ctx)
@@ -229,10 +273,10 @@ class Executor:
             else:
                 outcome = get_action(planned.action or "")(ctx, planned.args)
                 record.exit_code, record.stdout, record.stderr = outcome.exit_code, outcome.stdout, outcome.stderr
-                parsed = outcome.data
+                parsed, reasons = outcome.data, outcome.problems
                 self._emit_output(outcome.stdout, outcome.stderr)
         except StepFailed as exc:
-            record.exit_code = 1
+            record.exit_code, reasons = 1, [exc.message]
             record.stderr += exc.message + "\n"
             self._emit("output", stream="stderr", text=self.redactor.text(exc.message + "\n"))
         if planned.parse == "json" and planned.argv is not None and record.exit_code == 0:
@@ -243,6 +287,9 @@ class Executor:
         record.problems.extend(check_expectations(
             planned.expect, exit_code=record.exit_code, stdout=record.stdout, stderr=record.stderr,
             parsed=parsed, rows=rows))
+        if record.problems:
+            # Say why a built-in action failed (its own lines), not only that its exit code was wrong.
+            record.problems.extend(reasons)
         if planned.keep:
             ctx.kept[planned.keep] = parsed if parsed is not None else record.stdout
         record.duration = round(time.monotonic() - started, 3)
@@ -257,14 +304,9 @@ class Executor:
 
     def _exec(self, planned: PlannedAction, ctx: RunContext):
         service = planned.service or "backend"
-        env = dict(planned.env)
-        workdir, user = planned.workdir, planned.user
-        if service == "backend":
-            env = {**self.config.backend.env, **env}
-            workdir = workdir or self.config.backend.workdir
-            user = user or self.config.backend.user
+        options = exec_options(self.config, service, planned.env, planned.workdir, planned.user)
         return self.target.exec(
-            service, planned.argv or [], env=env, workdir=workdir, user=user,
+            service, planned.argv or [], env=options.env, workdir=options.workdir, user=options.user,
             timeout=planned.timeout or self.config.step_timeout,
             on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),
         )
