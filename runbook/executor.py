@@ -19,11 +19,13 @@ from typing import Any
 from runbook.actions import get_action
 from runbook.backend import exec_options
 from runbook.config import Config
+from runbook.connection import PSQL_NOTE, open_database
 from runbook.database import Database
 from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
 from runbook.expect import check_expectations
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
+from runbook.psql import PsqlDatabase
 from runbook.redact import Redactor, is_secret_name
 from runbook.render import evaluate
 from runbook.report import write_report
@@ -113,15 +115,10 @@ class Executor:
                 self.redactor.add(settings.password)
             result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
             result.target["database_path"] = settings.via
-            if settings.via == "psql-in-container":
-                from runbook.psql import PsqlDatabase
-
-                database = PsqlDatabase(self.target, settings)
-                result.notes.append("SQL ran through psql in the db service (no network path to PostgreSQL);"
-                                    " only the host lock guarded this run")
-            else:
-                database = Database(settings, application_name=(
-                    f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            database = open_database(self.target, settings, application_name=(
+                f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            if isinstance(database, PsqlDatabase):
+                result.notes.append(PSQL_NOTE)
             database.lock_run()
             ctx = RunContext(self.config, self.target, database, dict(plan.variables))
             self._run_stages(plan, ctx, result)
