@@ -13,15 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runbook.errors import LockHeld
+from runbook.fsutil import ensure_private_dir
 
 LOCK_NAME = "run.lock"
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create a directory readable by its owner only (artifacts hold production data)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
 
 
 class RunLock:

@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from runbook.fsutil import fsync_dir
 from runbook.redact import Redactor
 from runbook.results import RunResult
 
@@ -89,7 +90,7 @@ def write_report(result: RunResult, reports_dir: Path, redactor: Redactor) -> tu
                 if path.stat().st_size == 0:  # only our own empty placeholder
                     path.unlink()
         raise
-    _fsync_dir(reports_dir)
+    fsync_dir(reports_dir)
     return md_path, json_path
 
 
@@ -365,12 +366,3 @@ def _write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
         raise
 
-
-def _fsync_dir(path: Path) -> None:
-    # So the new names survive a crash; some filesystems cannot fsync a directory, which is fine.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

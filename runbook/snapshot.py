@@ -35,7 +35,8 @@ import psycopg
 from runbook.config import Config
 from runbook.database import HISTORY_QUERIES, Database
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError, SnapshotFailed
-from runbook.lock import RunLock, ensure_private_dir
+from runbook.fsutil import ensure_private_dir, fsync_dir
+from runbook.lock import RunLock
 from runbook.playbook import Snapshot
 from runbook.targets.base import DatabaseSettings, ExecResult, Target
 
@@ -470,7 +471,7 @@ def take_snapshot(target: Target, db: Database, config: Config, playbook: str, s
                              if (partial / name).exists()]
         write_private(partial / MANIFEST, json.dumps(manifest, indent=2).encode())
         os.replace(partial, directory)
-        _fsync_dir(base)
+        fsync_dir(base)
     except (KeyboardInterrupt, EnvironmentNotReady):
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -486,14 +487,6 @@ def take_snapshot(target: Target, db: Database, config: Config, playbook: str, s
         raise SnapshotFailed(f"snapshot failed: {reason}") from exc
     return manifest
 
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- a session outside a run: `runbook snapshot` and `runbook restore` ---------------------------------------

@@ -13,7 +13,8 @@ import textwrap
 import pytest
 
 from runbook.errors import LockHeld
-from runbook.lock import RunLock, ensure_private_dir
+from runbook.fsutil import ensure_private_dir
+from runbook.lock import RunLock
 
 
 def test_second_lock_refused_naming_holder(tmp_path):
