@@ -71,21 +71,6 @@ def history(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     return ActionResult(0, json.dumps(rows, indent=1) + "\n", data=rows)
 
 
-@action("delete-files")
-def delete_files(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
-    """Delete files matching a glob under a directory in a service; `keep` names are spared."""
-    _require(args, "directory", "pattern")
-    service = str(args.get("service", "backend"))
-    keep = set(args.get("keep", ["__init__.py"]))
-    deleted = []
-    for path in ctx.target.list_files(service, str(args["directory"]), str(args["pattern"])):
-        if path.rsplit("/", 1)[-1] in keep:
-            continue
-        ctx.target.delete_file(service, path)
-        deleted.append(path)
-    return ActionResult(0, "".join(f"deleted {p}\n" for p in deleted) or "nothing to delete\n", data=deleted)
-
-
 # ---- Django and Alembic: usable as steps and as verify checks ----
 
 def _names_list(args: dict[str, Any], key: str) -> list[str] | None:
