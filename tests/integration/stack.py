@@ -31,21 +31,21 @@ def compose_command() -> list[str]:
     pytest.fail("neither `docker compose` nor `docker-compose` is installed (run scripts/install-docker.sh)")
 
 
-def db_settings(port: int) -> dict[str, object]:
-    return {"host": "127.0.0.1", "port": port, "user": "runbook", "password": "runbook-secret", "dbname": "shop"}
+def db_settings(port: int, dbname: str = "shop") -> dict[str, object]:
+    return {"host": "127.0.0.1", "port": port, "user": "runbook", "password": "runbook-secret", "dbname": dbname}
 
 
-def write_stack(directory: Path, port: int) -> None:
-    """compose.test.yml with its own port, and a private copy of the sample project mounted at /srv/app."""
+def write_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "shop") -> None:
+    """compose.test.yml with its own port, and a private copy of a sample project mounted at /srv/app."""
     spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
-    spec["services"]["db"]["environment"]["PGPORT"] = str(port)
-    spec["services"]["backend"]["environment"]["DB_PORT"] = str(port)
+    spec["services"]["db"]["environment"].update(PGPORT=str(port), POSTGRES_DB=dbname)
+    spec["services"]["backend"]["environment"].update(DB_PORT=str(port), DB_NAME=dbname)
     spec["services"]["backend"]["volumes"] = ["./app:/srv/app"]
     (directory / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    reset_app(directory)
+    reset_app(directory, app)
 
 
-def reset_app(directory: Path) -> None:
+def reset_app(directory: Path, source: Path = SHOP) -> None:
     """Put the sample project back in directory/app, in place: a running backend has it bind-mounted."""
     app = directory / "app"
     if app.is_dir():
@@ -54,7 +54,14 @@ def reset_app(directory: Path) -> None:
                 shutil.rmtree(child)
             else:
                 child.unlink()
-    shutil.copytree(SHOP, app, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    shutil.copytree(source, app, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+
+
+def empty_database(settings: dict[str, object]) -> None:
+    """Drop everything in the public schema: each test starts from an empty database on a running stack."""
+    with psycopg.connect(**settings, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
 
 
 def wait_for_db(settings: dict[str, object], deadline: float) -> None:
@@ -69,7 +76,7 @@ def wait_for_db(settings: dict[str, object], deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(directory: Path, port: int) -> Iterator[Path]:
+def running_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "shop") -> Iterator[Path]:
     """Bring the stack up in directory (created), yield it, and take it down with its volumes."""
     if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
         pytest.skip("RUNBOOK_SKIP_DOCKER=1")
@@ -78,13 +85,13 @@ def running_stack(directory: Path, port: int) -> Iterator[Path]:
     except Exception as exc:
         pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
     directory.mkdir(parents=True, exist_ok=True)
-    write_stack(directory, port)
+    write_stack(directory, port, app, dbname)
     compose = compose_command()
     up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True, timeout=300)
     if up.returncode != 0:
         pytest.fail(f"docker-compose up failed:\n{up.stderr}")
     try:
-        wait_for_db(db_settings(port), time.monotonic() + 90)
+        wait_for_db(db_settings(port, dbname), time.monotonic() + 90)
         yield directory
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)

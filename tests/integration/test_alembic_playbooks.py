@@ -14,14 +14,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import psycopg
 import pytest
-import yaml
+from stack import db_settings, empty_database, reset_app, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
@@ -29,67 +27,20 @@ REPO = Path(__file__).resolve().parents[2]
 LEADGEN = REPO / "tests" / "projects" / "leadgen"
 PROJECT = "rbalembic"
 DB_PORT = 55482
-DB = {"host": "127.0.0.1", "port": DB_PORT, "user": "runbook", "password": "runbook-secret", "dbname": "leadgen"}
+DB = db_settings(DB_PORT, "leadgen")
 TRUNK_TABLES = ["users", "sessions", "leads", "scores", "documents"]
 BRANCH_TABLES = {"document_categories", "file_documents", "document_shares", "document_versions", "document_tags"}
 BRANCH_FILES = ["add_file_document_management.py", "8d4f5a6b7c89_add_document_tags.py"]
 
 
-def _compose_command() -> list[str]:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    pytest.fail("neither `docker compose` nor `docker-compose` is installed (run scripts/install-docker.sh)")
-
-
-def _write_stack(directory: Path) -> None:
-    spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
-    spec["services"]["db"]["environment"].update(PGPORT=str(DB_PORT), POSTGRES_DB="leadgen")
-    spec["services"]["backend"]["environment"].update(DB_PORT=str(DB_PORT), DB_NAME="leadgen")
-    spec["services"]["backend"]["volumes"] = ["./app:/srv/app"]
-    (directory / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (directory / "app").mkdir()
-
-
-def _wait_for_db(deadline: float) -> None:
-    while True:
-        try:
-            with psycopg.connect(**DB, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Path]:
-    if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
-        pytest.skip("RUNBOOK_SKIP_DOCKER=1")
-    try:
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
-    directory = tmp_path_factory.mktemp("stacks") / PROJECT
-    directory.mkdir()
-    _write_stack(directory)
-    compose = _compose_command()
-    up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True, timeout=300)
-    if up.returncode != 0:
-        pytest.fail(f"docker-compose up failed:\n{up.stderr}")
-    try:
-        _wait_for_db(time.monotonic() + 90)
+    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT, LEADGEN, "leadgen") as directory:
         yield directory
-    finally:
-        subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
 
 
 def _backend():
-    found = docker.from_env().containers.list(filters={"label": [f"com.docker.compose.project={PROJECT}",
-                                                                 "com.docker.compose.service=backend"]})
-    assert len(found) == 1
-    return found[0]
+    return service_container(PROJECT, "backend")
 
 
 def _in_backend(*argv: str) -> str:
@@ -101,14 +52,10 @@ def _in_backend(*argv: str) -> str:
 
 def _reset(directory: Path, *, branch: bool = True) -> None:
     """An empty database, a fresh copy of the sample (without the second branch when branch=False)."""
-    with psycopg.connect(**DB, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    empty_database(DB)
     shutil.rmtree(directory / ".runbook", ignore_errors=True)
+    reset_app(directory, LEADGEN)
     app = directory / "app"
-    for child in app.iterdir():  # keep the directory itself: it is the bind mount's source
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    shutil.copytree(LEADGEN, app, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     if not branch:
         for name in BRANCH_FILES:
             (app / "alembic" / "versions" / name).unlink()

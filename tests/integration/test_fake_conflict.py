@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from stack import REPO, db_settings, manage, reset_app, run_cli, running_stack, service_container
+from stack import REPO, db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,7 @@ def stack(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    with psycopg.connect(**DB, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    empty_database(DB)
     reset_app(stack)
     settings = stack / "app" / "shop" / "settings.py"
     settings.write_text(settings.read_text() + '\nINSTALLED_APPS += ["healthcare"]\n')

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from stack import db_settings, manage, reset_app, run_cli, running_stack, service_container
+from stack import db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,7 @@ def stack(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    with psycopg.connect(**DB, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    empty_database(DB)
     reset_app(stack)
     for path in (stack / ".runbook").glob("reports/*"):
         path.unlink()

@@ -24,7 +24,7 @@ import docker
 import psycopg
 import pytest
 import yaml
-from stack import REPO, compose_command, db_settings, run_cli, service_container, wait_for_db
+from stack import REPO, compose_command, db_settings, empty_database, run_cli, service_container, wait_for_db
 
 pytestmark = pytest.mark.integration
 
@@ -152,9 +152,7 @@ def stack(tmp_path_factory, wheels: Path) -> Iterator[Path]:
 @pytest.fixture
 def clean(stack: Path) -> Path:
     """An empty database, the original project files, then every migration applied and rows in every table."""
-    with psycopg.connect(**DB, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    empty_database(DB)
     _reset_app(stack)
     for path in (stack / ".runbook").glob("reports/*"):
         path.unlink()
