@@ -11,97 +11,35 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import psycopg
 import pytest
-import yaml
+from stack import db_settings, empty_database, manage, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+PROJECT = "rbshop"
 DB_PORT = 55452
-DB = {"host": "127.0.0.1", "port": DB_PORT, "user": "runbook", "password": "runbook-secret", "dbname": "shop"}
+DB = db_settings(DB_PORT)
 DATA_TABLES = ["customer_customer", "customer_contact_customercontact", "catalog_category", "catalog_product"]
-
-
-def _compose_command() -> list[str]:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    pytest.fail("neither `docker compose` nor `docker-compose` is installed (run scripts/install-docker.sh)")
-
-
-def _write_stack(directory: Path) -> None:
-    """compose.test.yml with its own port and the project copy beside it."""
-    spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
-    spec["services"]["db"]["environment"]["PGPORT"] = str(DB_PORT)
-    spec["services"]["backend"]["environment"]["DB_PORT"] = str(DB_PORT)
-    spec["services"]["backend"]["volumes"] = ["./app:/srv/app"]
-    (directory / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    shutil.copytree(REPO / "tests" / "projects" / "shop", directory / "app",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-
-
-def _wait_for_db(deadline: float) -> None:
-    while True:
-        try:
-            with psycopg.connect(**DB, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
 def shop_stack(tmp_path_factory) -> Iterator[Path]:
-    if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
-        pytest.skip("RUNBOOK_SKIP_DOCKER=1")
-    try:
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
-    directory = tmp_path_factory.mktemp("stacks") / "rbshop"
-    directory.mkdir()
-    _write_stack(directory)
-    compose = _compose_command()
-    up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True, timeout=300)
-    if up.returncode != 0:
-        pytest.fail(f"docker-compose up failed:\n{up.stderr}")
-    try:
-        _wait_for_db(time.monotonic() + 90)
+    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
         yield directory
-    finally:
-        subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
-
-
-def _backend(directory: Path):
-    client = docker.from_env()
-    found = client.containers.list(filters={"label": ["com.docker.compose.project=rbshop",
-                                                      "com.docker.compose.service=backend"]})
-    assert len(found) == 1
-    return found[0]
-
-
-def _manage(directory: Path, *args: str) -> str:
-    code, output = _backend(directory).exec_run(["python", "manage.py", *args], workdir="/srv/app")
-    assert code == 0, output.decode()
-    return output.decode()
 
 
 def _reset_database(directory: Path) -> None:
-    with psycopg.connect(**DB, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    empty_database(DB)
     shutil.rmtree(directory / ".runbook", ignore_errors=True)
-    _manage(directory, "migrate", "--noinput")
-    _manage(directory, "seed", "--rows", "60")
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "60")
 
 
 def _state() -> tuple[set[tuple[str, str]], dict[str, list]]:
@@ -111,13 +49,6 @@ def _state() -> tuple[set[tuple[str, str]], dict[str, list]]:
     return rows, data
 
 
-def _runbook(cli: list[str], directory: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    full_env.update({"NO_COLOR": "1", **(env or {})})
-    return subprocess.run([*cli, *args], cwd=directory, env=full_env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=600)
-
-
 def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: list[str]) -> None:
     _reset_database(shop_stack)
     rows_before, data_before = _state()
@@ -125,7 +56,7 @@ def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: l
         conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
     assert not (shop_stack / "runbook.yml").exists()
 
-    proc = _runbook(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
+    proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "customer.0001_initial... FAKED" in proc.stdout  # streamed from the container
 
@@ -145,7 +76,7 @@ def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: l
 
 def test_dry_run_touches_nothing(shop_stack: Path, runbook_cli: list[str]) -> None:
     shutil.rmtree(shop_stack / ".runbook", ignore_errors=True)
-    proc = _runbook(runbook_cli, shop_stack, "run", "fake-initial", "--dry-run")
+    proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "backend would run:" in proc.stdout
     assert "python manage.py migrate --fake-initial --noinput" in proc.stdout
@@ -168,7 +99,7 @@ def test_environment_errors_exit_4_with_one_line(shop_stack: Path, runbook_cli: 
     if setup:
         config.write_text(setup)
     try:
-        proc = _runbook(runbook_cli, shop_stack, "run", "fake-initial", "--yes", env=env)
+        proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes", env=env)
     finally:
         config.unlink(missing_ok=True)
     assert proc.returncode == 4, proc.stdout + proc.stderr
@@ -179,10 +110,10 @@ def test_environment_errors_exit_4_with_one_line(shop_stack: Path, runbook_cli: 
 
 
 def test_stopped_backend_exits_4_and_names_the_fix(shop_stack: Path, runbook_cli: list[str]) -> None:
-    backend = _backend(shop_stack)
+    backend = service_container(PROJECT, "backend")
     backend.stop(timeout=5)
     try:
-        proc = _runbook(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
+        proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
     finally:
         backend.start()
     assert proc.returncode == 4, proc.stdout + proc.stderr
@@ -194,7 +125,7 @@ def test_diagnose_names_the_fake_and_its_line_repairs(shop_stack: Path, runbook_
     rows_before, data_before = _state()
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
-    found = _runbook(runbook_cli, shop_stack, "diagnose", "--json")
+    found = run_cli(runbook_cli, shop_stack, "diagnose", "--json")
     assert found.returncode == 3, found.stdout + found.stderr
     [finding] = json.loads(found.stdout)["findings"]
     assert finding["kind"] == "safe-to-fake"
@@ -202,7 +133,55 @@ def test_diagnose_names_the_fake_and_its_line_repairs(shop_stack: Path, runbook_
     assert finding["command"] == (
         "runbook run fake-migrations --var migrations=customer.0001_initial,customer_contact.0001_initial,"
         "customer_contact.0002_alter_customercontact_customer --yes")
-    proc = _runbook(runbook_cli, shop_stack, *shlex.split(finding["command"])[1:])
+    proc = run_cli(runbook_cli, shop_stack, *shlex.split(finding["command"])[1:])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _state() == (rows_before, data_before)
-    assert _runbook(runbook_cli, shop_stack, "diagnose").returncode == 0
+    assert run_cli(runbook_cli, shop_stack, "diagnose").returncode == 0
+
+
+LONG_PLAYBOOK = """
+name: long
+description: One long step inside the backend container.
+snapshot: {database: false, history: true}
+steps:
+  - name: long step in the container
+    run: [sh, -c, "echo started; exec sleep 120"]
+"""
+
+
+def _sleepers() -> int:
+    # A zombie has no command line, so it does not count: it is gone for our purpose.
+    _, output = service_container(PROJECT, "backend").exec_run(["pgrep", "-c", "-f", "^sleep 120$"])
+    return int(output.decode().strip() or 0)
+
+
+def test_ctrl_c_stops_the_command_in_the_container(shop_stack: Path, runbook_cli: list[str]) -> None:
+    (shop_stack / "long.yml").write_text(LONG_PLAYBOOK)
+    shutil.rmtree(shop_stack / ".runbook", ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    first = subprocess.Popen([*runbook_cli, "run", "long.yml", "--yes"], cwd=shop_stack, text=True,
+                             env={**env, "NO_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while _sleepers() < 1:
+            assert time.monotonic() < deadline, "the long step never started in the container"
+            time.sleep(0.2)
+        second = run_cli(runbook_cli, shop_stack, "run", "long.yml", "--yes")
+        assert second.returncode == 5, second.stdout + second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert _sleepers() == 0, "the command went on in the container after Ctrl-C"
+    records = [json.loads(p.read_text()) for p in (shop_stack / ".runbook" / "reports").glob("*-long*.json")]
+    interrupted = [r for r in records if r["status"] == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["steps"][0]["status"] == "interrupted"
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+    (shop_stack / "long.yml").write_text(LONG_PLAYBOOK.replace('"echo started; exec sleep 120"', '"true"'))
+    assert run_cli(runbook_cli, shop_stack, "run", "long.yml", "--yes").returncode == 0
