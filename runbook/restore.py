@@ -169,6 +169,12 @@ def _is_superuser(db: Database) -> bool:
 
 def _restore_database(target: Target, db: Database, dump: Path, outcome: RestoreOutcome,
                       progress: Progress) -> None:
+    load_dump(target, db, dump, progress=progress)
+    outcome.restored.append("database")
+
+
+def load_dump(target: Target, db: Database, dump: Path, *, progress: Progress = no_progress) -> None:
+    """Replace db's public schema with a pg_dump archive in one transaction, streamed through the db service."""
     client = pg_client(target, db.settings)
     # A superuser puts every object back with its owner; anyone else can only own what it restores.
     options = [] if _is_superuser(db) else ["--no-owner"]
@@ -177,10 +183,9 @@ def _restore_database(target: Target, db: Database, dump: Path, outcome: Restore
                                                     CLEAR_PUBLIC, *options], dump, env=client.env)
     if result.exit_code != 0:
         raise RestoreFailed(first_error(result, "the database restore") + "; the database was left as it was")
-    outcome.restored.append("database")
 
 
-def _digests(target: Target, root: str, files: list[str]) -> dict[str, str]:
+def file_digests(target: Target, root: str, files: list[str]) -> dict[str, str]:
     """Return {relative path: sha256} of files in the backend: one sha256sum, or file by file without it."""
     if not files:
         return {}
@@ -200,7 +205,7 @@ def _restore_files(target: Target, archive: Path, info: dict[str, Any], outcome:
                    progress: Progress) -> None:
     root, wanted = info["root"], read_archive(archive)
     present = find_files(target, root, info["patterns"])
-    digests = _digests(target, root, present)
+    digests = file_digests(target, root, present)
     written = deleted = 0
     try:
         for relative, data in sorted(wanted.items()):
@@ -259,7 +264,7 @@ def _check(target: Target, db: Database, directory: Path, manifest: dict[str, An
     if files:
         expected = {f["path"]: f["sha256"] for f in files["list"]}
         present = find_files(target, files["root"], files["patterns"])
-        digests = _digests(target, files["root"], present)
+        digests = file_digests(target, files["root"], present)
         if digests != expected:
             differ = sorted(p for p in set(expected) | set(digests) if expected.get(p) != digests.get(p))
             outcome.problems.append(f"migration files differ: {', '.join(differ[:5])}")
