@@ -33,6 +33,8 @@ class BackendSettings(_Strict):
     alembic: list[str] = Field(default_factory=lambda: ["alembic"])
     env: dict[str, str] = Field(default_factory=dict)
     user: str | None = None
+    # Variables that name the database (a name, or a postgres URL): --rehearse points them at its copy.
+    database_env: list[str] | None = None
 
 
 class DatabaseConfig(_Strict):
