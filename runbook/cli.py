@@ -262,27 +262,39 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo command output.")] = False,
     rollback_on_failure: Annotated[bool, typer.Option(
         "--rollback-on-failure", help="When a step or a check fails, restore the snapshot at once.")] = False,
+    rehearse: Annotated[bool, typer.Option(
+        "--rehearse", help="Run it all on a throwaway copy of the database and files; change nothing real.")] = False,
 ) -> None:
     """Run a playbook: snapshot, steps, verify, report."""
     from runbook.engine import execute, prepare
-    from runbook.errors import Refused
+    from runbook.errors import InputError, Refused
     from runbook.report import summary_lines
 
+    if rehearse and (dry_run or rollback_on_failure):
+        other = "--dry-run" if dry_run else "--rollback-on-failure"
+        raise InputError(f"--rehearse cannot be combined with {other}",
+                         hint="a rehearsal changes nothing real, so drop one of them")
     config, the_plan = prepare(state.options, name, var or [])
     if dry_run:
         _print_plan(the_plan, by_service=True)
         console.print("dry run: nothing was run, nothing was written")
         return
-    if the_plan.destructive and not yes:
+    if the_plan.destructive and not yes and not rehearse:
         if not sys.stdin.isatty():
             raise Refused(f"playbook {the_plan.playbook.name} is destructive and there is no terminal to confirm",
                           hint="pass --yes to run it")
         _print_plan(the_plan)
         if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
             raise Refused("not confirmed; nothing was run")
+    real_command = ""
+    if rehearse:
+        from runbook.rehearsal import real_run_command
+
+        real_command = real_run_command(sys.argv[1:], the_plan.destructive)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet),
-                                  rollback_on_failure=rollback_on_failure)
+                                  rollback_on_failure=rollback_on_failure, rehearse=rehearse,
+                                  real_command=real_command)
     console.print()
     for line in summary_lines(result):
         console.print(escape(line))
@@ -291,6 +303,9 @@ def run(
         if report is not None:
             shutil.copyfile(report_path, report)
             console.print(f"report copied to {report}")
+    if rehearse and result.exit_code == 0:
+        console.print("the real run:")
+        console.print(f"  {escape(real_command)}", style="bold")
     if result.exit_code:
         err_console.print(f"runbook: error: {escape(result.error or result.status)}")
         raise typer.Exit(result.exit_code)

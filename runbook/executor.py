@@ -27,6 +27,7 @@ from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
 from runbook.redact import Redactor, is_secret_name
+from runbook.rehearsal import Rehearsal
 from runbook.render import evaluate
 from runbook.report import write_report
 from runbook.results import RunResult, StepResult
@@ -78,10 +79,15 @@ def build_redactor(config: Config, target: Target, variables: dict[str, Any], pl
 
 class Executor:
     def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None,
-                 rollback_on_failure: bool = False):
+                 rollback_on_failure: bool = False, rehearse: bool = False, real_command: str = ""):
         self.config = config
         self.target = target
         self.rollback_on_failure = rollback_on_failure
+        self.rehearsal: Rehearsal | None = None
+        if rehearse:
+            self.rehearsal = Rehearsal(config, target, lambda text: self._emit("note", text=self.redactor.text(text)),
+                                       real_command)
+        self._manifest: dict[str, Any] | None = None
         self.on_event = on_event or (lambda kind, data: None)
         self.redactor = Redactor()
 
@@ -103,6 +109,7 @@ class Executor:
             variables=dict(plan.variables),
             steps=[self._placeholder(a) for a in plan.steps],
             checks=[self._placeholder(a) for a in plan.checks],
+            rehearsal=self.rehearsal is not None,
         )
         lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
@@ -138,8 +145,11 @@ class Executor:
                 if step.status == "running":
                     step.status = "interrupted"
             result.notes.extend(getattr(self.target, "warnings", []))
+            if self.rehearsal is not None:
+                self._leave_rehearsal(result)
             if database is not None:
-                self._capture_after(database, result)
+                if self.rehearsal is None:
+                    self._capture_after(database, result)
                 database.close()
             lock.release()
             # The console shows the error line too, not only the redacted report.
@@ -148,6 +158,15 @@ class Executor:
             result.duration = round(time.monotonic() - started, 3)
             report_path = self._write_report(result)
         return result, report_path
+
+    def _leave_rehearsal(self, result: RunResult) -> None:
+        assert self.rehearsal is not None
+        if self.rehearsal.made_copies:
+            self._emit("stage", name="rehearsal cleanup")
+        self.rehearsal.leave(result, self._manifest)
+        if self.rehearsal.alarms and result.exit_code in (0, 3):
+            result.status, result.exit_code = "failed", StepFailed.exit_code
+            result.error = self.rehearsal.alarms[0]
 
     def _capture_after(self, database: Database, result: RunResult) -> None:
         if not result.history_before:
@@ -166,15 +185,23 @@ class Executor:
         return md
 
     def _run_stages(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
+        if self.rehearsal is not None:
+            self.rehearsal.check(ctx)
         self._emit("stage", name="snapshot")
         result.history_before = ctx.database.history()
         spec = plan.playbook.snapshot
+        if self.rehearsal is not None:
+            spec = spec.model_copy(update={"database": True})  # the copy is made from the dump
         if spec.history or spec.database or spec.files:
             # Raises SnapshotFailed (exit 1) when any part fails: then no step runs.
             manifest = take_snapshot(self.target, ctx.database, self.config, plan.playbook.name, spec,
                                      progress=lambda text: self._emit("note", text=self.redactor.text(text)))
             result.snapshot = snapshot_summary(manifest)
+            self._manifest = manifest
             self._emit("note", text=f"snapshot {manifest['id']} written")
+        if self.rehearsal is not None and self._manifest is not None:
+            self._emit("stage", name="rehearsal copy")
+            ctx = self.rehearsal.enter(ctx, self._manifest)
 
         self._emit("stage", name="steps")
         try:
@@ -301,8 +328,8 @@ class Executor:
 
     def _exec(self, planned: PlannedAction, ctx: RunContext):
         service = planned.service or "backend"
-        options = exec_options(self.config, service, planned.env, planned.workdir, planned.user)
-        return self.target.exec(
+        options = exec_options(ctx.config, service, planned.env, planned.workdir, planned.user)
+        return ctx.target.exec(
             service, planned.argv or [], env=options.env, workdir=options.workdir, user=options.user,
             timeout=planned.timeout or self.config.step_timeout,
             on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),

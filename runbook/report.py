@@ -96,8 +96,8 @@ def write_report(result: RunResult, reports_dir: Path, redactor: Redactor) -> tu
 
 def summary_lines(result: RunResult, redactor: Redactor | None = None) -> list[str]:
     """Return the few plain lines the console prints at the end of a run."""
-    lines = [f"{result.playbook}: {_label(result.status)} (exit {result.exit_code}, "
-             f"{format_duration(result.duration)})"]
+    lines = [f"{'rehearsal of ' if result.rehearsal else ''}{result.playbook}: {_label(result.status)} "
+             f"(exit {result.exit_code}, {format_duration(result.duration)})"]
     if result.error:
         lines.append(f"error: {_oneline(result.error)}")
     stopped = _stopped_at(result.to_dict()["steps"])
@@ -107,12 +107,33 @@ def summary_lines(result: RunResult, redactor: Redactor | None = None) -> list[s
     lines.append(f"checks: {_counts(result.checks, 'passed')}")
     snapshot_id = result.snapshot.get("id")
     rolled_back = result.rollback.get("status") == "restored"
-    if snapshot_id:
+    if snapshot_id and result.rehearsal:
+        lines.append(f"snapshot: {snapshot_id} (of the real database; the copy was restored from it)")
+    elif snapshot_id:
         undo = "" if result.status in ("done", "dry-run") or rolled_back else f" (undo: runbook restore {snapshot_id})"
         lines.append(f"snapshot: {snapshot_id}{undo}")
     if result.rollback:
         lines.append(_rollback_headline(result.rollback))
+    if result.rehearsal:
+        lines.extend(rehearsal_lines(result.rehearsed_on))
     return [redactor.text(line) for line in lines] if redactor else lines
+
+
+def rehearsal_lines(facts: dict[str, Any]) -> list[str]:
+    """Return what a rehearsal ran on and what it proved about the real database and files."""
+    lines = []
+    if facts.get("database"):
+        lines.append(f"rehearsed on database {facts['database']}")
+    if facts.get("files"):
+        lines.append(f"rehearsed on files {facts['files']}")
+    checked = "; ".join(facts.get("real_checked", []))
+    if facts.get("real_changed"):
+        lines.extend(facts["real_changed"])
+    else:
+        lines.append("the real database and migration files were not touched"
+                     + (f" (checked: {checked})" if checked else ""))
+    lines.extend(facts.get("problems", []))
+    return lines
 
 
 def _rollback_headline(rollback: dict[str, Any]) -> str:
@@ -161,17 +182,23 @@ def _context(d: dict[str, Any]) -> dict[str, Any]:
     if stopped:
         callouts.append(f"**Stopped at:** step {stopped[0]}, {stopped[1]}")
     rollback = d["rollback"]
-    if d["snapshot"].get("id") and status not in ("done", "dry-run") and rollback.get("status") != "restored":
+    if d["rehearsal"]:
+        callouts.append("**Rehearsal:** " + "; ".join(_oneline(line) for line in rehearsal_lines(d["rehearsed_on"])))
+        if d["rehearsed_on"].get("real_command") and status == "done":
+            callouts.append(f"**The real run:** `{d['rehearsed_on']['real_command']}`")
+    elif d["snapshot"].get("id") and status not in ("done", "dry-run") and rollback.get("status") != "restored":
         callouts.append(f"**To undo:** `runbook restore {d['snapshot']['id']}` puts back the snapshot "
                         "taken before the steps ran.")
     facts = [("playbook", d["playbook"]), ("project", d["project"])]
+    if d["rehearsal"]:
+        facts.append(("rehearsal", "yes: on a copy of the database and the files"))
     facts += [(_target_label(k), v) for k, v in d["target"].items()]
     facts += [("user", d["user"]), ("host", d["host"]), ("started", d["started"]), ("ended", d["ended"]),
               ("duration", format_duration(d["duration"])), ("result", _label(status)),
               ("exit code", d["exit_code"])] + ([("error", d["error"])] if d["error"] else [])
     return {
         "mark": RUN_MARKS.get(status, "❌"),
-        "label": _label(status).upper(),
+        "label": ("rehearsal " if d["rehearsal"] else "").upper() + _label(status).upper(),
         "playbook": d["playbook"],
         "description": d["description"],
         "callouts": callouts,

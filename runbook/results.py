@@ -53,6 +53,9 @@ class RunResult:
     steps: list[StepResult] = field(default_factory=list)
     checks: list[StepResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # --rehearse: everything ran on a copy; what the copy was and how the real run is started.
+    rehearsal: bool = False
+    rehearsed_on: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
