@@ -209,8 +209,14 @@ class Rehearsal:
             root = self.target.workdir  # type: ignore[attr-defined]
             self._local_tmp = Path(tempfile.mkdtemp(prefix=f"runbook-rehearsal-{self.short_id}-"))
             copy = self._local_tmp / Path(root).name
+            artifacts = self.config.artifacts_dir()
+
+            def skip_artifacts(directory: str, names: list[str]) -> set[str]:
+                # The snapshot just taken may sit under the workdir: a copy of it helps nobody.
+                return {n for n in names if Path(directory, n).resolve() == artifacts}
+
             try:
-                shutil.copytree(root, copy, symlinks=True)
+                shutil.copytree(root, copy, symlinks=True, ignore=skip_artifacts)
             except OSError as exc:
                 raise EnvironmentNotReady(f"cannot copy {root} to {copy} for the rehearsal: {exc}",
                                           hint="free some space in the temporary directory") from exc
