@@ -329,8 +329,9 @@ class Executor:
     def _exec(self, planned: PlannedAction, ctx: RunContext):
         service = planned.service or "backend"
         options = exec_options(ctx.config, service, planned.env, planned.workdir, planned.user)
+        env = self.rehearsal.pin_env(service, options.env) if self.rehearsal is not None else options.env
         return ctx.target.exec(
-            service, planned.argv or [], env=options.env, workdir=options.workdir, user=options.user,
+            service, planned.argv or [], env=env, workdir=options.workdir, user=options.user,
             timeout=planned.timeout or self.config.step_timeout,
             on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),
         )

@@ -245,6 +245,16 @@ class Rehearsal:
         self.facts["files"] = f"{self.files_copy} (a copy of {self.files_root})"
         return config, target
 
+    def pin_env(self, service: str, env: dict[str, str]) -> dict[str, str]:
+        """Point a step's command at the copy, even when the step sets the same variables itself."""
+        if not self.created:
+            return env
+        if service == "db":
+            return {**env, "PGDATABASE": self.copy}  # psql and friends in the db service, unless given -d
+        if service == "backend":
+            return {**env, **self.overrides}
+        return env
+
     # --- always: tear down and prove the real things were left alone ----------------------------------------
 
     def leave(self, result: RunResult, manifest: dict[str, Any] | None) -> None:

@@ -44,6 +44,9 @@ steps:
     sql: "DELETE FROM django_migrations WHERE app = 'catalog'"
   - name: unapply sessions (drops its table)
     manage: [migrate, sessions, zero, --noinput]
+  - name: empty the products from the db service
+    service: db
+    run: [psql, -X, -v, ON_ERROR_STOP=1, -U, runbook, -c, "TRUNCATE catalog_product CASCADE"]
 verify:
   - name: nothing left to migrate
     manage: [migrate, --check, --noinput]
@@ -193,7 +196,8 @@ def test_rehearsal_whose_verify_fails_exits_3_and_leaves_everything_real(clean: 
     _assert_untouched(clean, before)
     report, markdown = _report(clean, "break-then-check")
     assert report["rehearsal"] is True and report["status"] == "verify-failed"
-    assert [s["status"] for s in report["steps"]] == ["ok", "ok", "ok"]
+    assert [s["status"] for s in report["steps"]] == ["ok", "ok", "ok", "ok"]
+    assert "TRUNCATE TABLE" in report["steps"][3]["stdout"]  # it ran, on the copy
     assert report["checks"][0]["status"] == "failed"
     assert markdown.startswith("# ❌ REHEARSAL VERIFY FAILED: break-then-check")
 
@@ -266,6 +270,23 @@ def test_rehearse_refuses_dry_run_and_a_backend_it_cannot_point_at_a_copy(clean:
         "'other' (set backend.database_env in runbook.yml)"]
     assert sorted((clean / ".runbook" / "snapshots").glob("*")) == snapshots  # refused before the snapshot
     assert _rehearsal_databases() == []
+
+    # A role that may not create databases cannot have a copy: environment not ready, and what to grant.
+    with psycopg.connect(**DB, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS nocopy")
+        conn.execute("CREATE ROLE nocopy LOGIN PASSWORD 'nocopy-secret'")
+    (clean / "runbook.yml").write_text("database:\n  user: nocopy\n  password: nocopy-secret\n")
+    try:
+        proc = run_cli(runbook_cli, clean, "run", "fix-history", "--rehearse")
+    finally:
+        (clean / "runbook.yml").unlink()
+        with psycopg.connect(**DB, autocommit=True) as conn:
+            conn.execute("DROP ROLE nocopy")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "runbook: error: role 'nocopy' may not create databases, so a rehearsal cannot make its copy of 'shop' "
+        "(grant it: ALTER ROLE nocopy CREATEDB, or run without --rehearse)"]
+    assert sorted((clean / ".runbook" / "snapshots").glob("*")) == snapshots
 
 
 # --- the local target: the same rehearsal with a host temporary directory, no Docker -------------------------

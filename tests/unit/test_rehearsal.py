@@ -75,3 +75,14 @@ def test_the_report_lines_say_what_was_rehearsed_and_what_was_checked() -> None:
                      "(checked: history rows unchanged (django_migrations 20))"]
     alarm = rehearsal_lines({"real_changed": ["the REAL migration history changed"]})
     assert alarm == ["the REAL migration history changed"]
+
+
+def test_pinned_env_wins_over_a_step_and_reaches_the_db_service() -> None:
+    from runbook.config import Config
+    from runbook.rehearsal import Rehearsal
+
+    rehearsal = Rehearsal(Config(), target=None, note=lambda text: None)  # type: ignore[arg-type]
+    assert rehearsal.pin_env("backend", {"DB_NAME": "shop"}) == {"DB_NAME": "shop"}  # no copy yet
+    rehearsal.created, rehearsal.copy, rehearsal.overrides = True, "shop_rehearsal_1", {"DB_NAME": "shop_rehearsal_1"}
+    assert rehearsal.pin_env("backend", {"DB_NAME": "shop", "X": "1"}) == {"DB_NAME": "shop_rehearsal_1", "X": "1"}
+    assert rehearsal.pin_env("db", {}) == {"PGDATABASE": "shop_rehearsal_1"}
