@@ -182,12 +182,12 @@ class Rehearsal:
 
         assert self.real is not None
         dump = Path(manifest["path"]) / DUMP
+        self.created = True  # before CREATE: a Ctrl-C as it returns must still drop it (DROP ... IF EXISTS)
         try:
             self.real.query("CREATE DATABASE {copy}", identifiers={"copy": self.copy})
         except RunbookError as exc:
             raise EnvironmentNotReady(f"cannot create the rehearsal database {self.copy}: {exc.message}",
                                       hint="the role needs CREATEDB") from exc
-        self.created = True
         self.facts["database"] = f"{self.copy} (a copy of {self.real.settings.dbname}, from snapshot "\
                                  f"{manifest['id']})"
         settings = dataclasses.replace(self.real.settings, dbname=self.copy)
@@ -209,6 +209,7 @@ class Rehearsal:
             root = self.target.workdir  # type: ignore[attr-defined]
             self._local_tmp = Path(tempfile.mkdtemp(prefix=f"runbook-rehearsal-{self.short_id}-"))
             copy = self._local_tmp / Path(root).name
+            self.files_root, self.files_copy = str(root), str(copy)  # set first: a Ctrl-C mid-copy deletes it
             artifacts = self.config.artifacts_dir()
 
             def skip_artifacts(directory: str, names: list[str]) -> set[str]:
@@ -220,7 +221,6 @@ class Rehearsal:
             except OSError as exc:
                 raise EnvironmentNotReady(f"cannot copy {root} to {copy} for the rehearsal: {exc}",
                                           hint="free some space in the temporary directory") from exc
-            self.files_root, self.files_copy = str(root), str(copy)
             backend.workdir = self.files_copy
             config = self.config.model_copy(update={"backend": backend})
             target: Target = LocalTarget(config)
@@ -232,7 +232,7 @@ class Rehearsal:
             base = f"/tmp/runbook-rehearsal-{self.short_id}"
             self.files_copy = f"{base}/{self.files_root.rstrip('/').rsplit('/', 1)[-1] or 'app'}"
             options = exec_options(self.config, "backend")
-            result = self.target.exec("backend", ["sh", "-c", 'mkdir -p -- "$1" && cp -a -- "$2" "$3"',
+            result = self.target.exec("backend", ["sh", "-c", 'mkdir -m 700 -p -- "$1" && cp -a -- "$2" "$3"',
                                                   "runbook-copy", base, self.files_root, self.files_copy],
                                       user=options.user, timeout=self.config.step_timeout)
             if result.exit_code != 0:
