@@ -80,9 +80,9 @@ class LocalTarget:
     ) -> ExecResult:
         if user:
             raise ConfigError("the local target cannot switch user; remove `user:` or use the compose target")
-        cwd = Path(workdir) if workdir else self.workdir
-        if not cwd.is_absolute():
-            cwd = self.workdir / cwd
+        # A relative workdir (backend.workdir, a step's own) is relative to the project dir, as in a container
+        # it is relative to the service's working directory; joining it to self.workdir would apply it twice.
+        cwd = (self.config.project_dir / workdir).resolve() if workdir else self.workdir
         return self._run(argv, cwd, env, subprocess.DEVNULL, subprocess.PIPE, timeout, on_output)
 
     def exec_to_file(
