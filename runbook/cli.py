@@ -74,6 +74,7 @@ def list_playbooks() -> None:
 def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) -> None:
     """Describe a playbook: what it does, its variables, steps and checks."""
     from runbook.engine import load_project_config
+    from runbook.redact import MASK, is_secret_name
     from runbook.registry import find
 
     config = load_project_config(state.options)
@@ -85,7 +86,8 @@ def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) ->
         table = Table("variable", "type", "default", "required", "help", box=None, title="variables",
                       title_justify="left")
         for key, var in pb.variables.items():
-            default = "******" if var.secret and var.default is not None else repr(var.default)
+            secret = var.secret or is_secret_name(key)
+            default = MASK if secret and var.default not in (None, "") else repr(var.default)
             table.add_row(key, var.type, default, "yes" if var.required else "no", escape(var.help))
         console.print(table)
     console.print("steps:")

@@ -26,7 +26,7 @@ from runbook.expect import check_expectations
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
-from runbook.redact import Redactor, is_secret_name
+from runbook.redact import Redactor, StreamRedactor, is_secret_name
 from runbook.render import evaluate
 from runbook.report import write_report
 from runbook.results import RunResult, StepResult
@@ -291,6 +291,8 @@ class Executor:
             ctx.kept[planned.keep] = parsed if parsed is not None else record.stdout
         record.duration = round(time.monotonic() - started, 3)
         record.status = "failed" if record.problems else "ok"
+        # Problems quote expectations and output, which may hold a secret; the console prints them.
+        record.problems = [self.redactor.text(p) for p in record.problems]
         self._emit("step-end", role=role, number=number, total=total, step=record)
         return record
 
@@ -302,11 +304,24 @@ class Executor:
     def _exec(self, planned: PlannedAction, ctx: RunContext):
         service = planned.service or "backend"
         options = exec_options(self.config, service, planned.env, planned.workdir, planned.user)
-        return self.target.exec(
-            service, planned.argv or [], env=options.env, workdir=options.workdir, user=options.user,
-            timeout=planned.timeout or self.config.step_timeout,
-            on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),
-        )
+        # Masked line by line, not chunk by chunk: a secret can arrive split across two chunks.
+        streams = {name: StreamRedactor(self.redactor) for name in ("stdout", "stderr")}
+
+        def on_output(stream: str, text: str) -> None:
+            shown = streams[stream].feed(text)
+            if shown:
+                self._emit("output", stream=stream, text=shown)
+
+        try:
+            return self.target.exec(
+                service, planned.argv or [], env=options.env, workdir=options.workdir, user=options.user,
+                timeout=planned.timeout or self.config.step_timeout, on_output=on_output,
+            )
+        finally:
+            for name, stream in streams.items():
+                rest = stream.flush()
+                if rest:
+                    self._emit("output", stream=name, text=rest)
 
 
 def _format_rows(columns: list[str], rows: list[list[Any]], status: str) -> str:

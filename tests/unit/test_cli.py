@@ -85,6 +85,18 @@ def test_show(runner, tmp_path):
     assert "1. show the migration state before" in result.output
 
 
+def test_show_masks_secret_defaults(runner, tmp_path):
+    (tmp_path / "p.yml").write_text(
+        "name: p\ndescription: d\nvariables:\n  db_password: {default: pw-default-1}\n"
+        "  key: {default: key-default-2, secret: true}\n  app: {default: shop}\n"
+        "steps:\n  - name: s\n    run: [echo]\n")
+    result = runner.invoke(app, ["--project-dir", str(tmp_path), "show", str(tmp_path / "p.yml")],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "pw-default-1" not in result.output and "key-default-2" not in result.output
+    assert result.output.count("******") == 2 and "'shop'" in result.output
+
+
 def test_plan_prints_rendered_commands(runner, tmp_path):
     result = runner.invoke(app, ["--project-dir", str(tmp_path), "plan", "fake-initial", "--var", "app=shop"],
                            env={"COLUMNS": "200"})
