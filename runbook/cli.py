@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -288,14 +287,31 @@ def run(
     console.print()
     for line in summary_lines(result):
         console.print(escape(line))
+    copy_failed = False
     if report_path is not None:
         console.print(f"report: {report_path}")
         if report is not None:
-            shutil.copyfile(report_path, report)
-            console.print(f"report copied to {report}")
+            copy_failed = not _copy_report(report_path, report)
     if result.exit_code:
         err_console.print(f"runbook: error: {escape(result.error or result.status)}")
         raise typer.Exit(result.exit_code)
+    if copy_failed:
+        raise typer.Exit(2)
+
+
+def _copy_report(report_path: Path, dest: Path) -> bool:
+    """Copy the report for --report, owner-only like the original; say so in one line when it cannot."""
+    from runbook.targets.base import create_output_file
+
+    try:
+        with create_output_file(dest) as sink:
+            sink.write(report_path.read_bytes())
+    except OSError as exc:
+        err_console.print(f"runbook: error: cannot copy the report to {escape(str(dest))}: {exc.strerror or exc} "
+                          f"(the report is still at {escape(str(report_path))})")
+        return False
+    console.print(f"report copied to {escape(str(dest))}")
+    return True
 
 
 def _print_note(text: str) -> None:
@@ -404,7 +420,13 @@ def main() -> None:
         if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(2)
-        raise
+        if os.environ.get("RUNBOOK_TRACEBACK"):
+            raise
+        # A bug in runbook: one line, not a traceback; the run's report was written before this.
+        message = " ".join(str(exc).split())
+        err_console.print(f"runbook: internal error: {escape(type(exc).__name__)}: {escape(message)} "
+                          "(set RUNBOOK_TRACEBACK=1 for details)")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -133,6 +133,11 @@ class Executor:
         except RunbookError as exc:
             result.status = "error" if exc.exit_code != 1 else "failed"
             result.exit_code, result.error = exc.exit_code, str(exc)
+        except Exception as exc:
+            # A bug: the report below is still written, then the CLI says "internal error" in one line.
+            result.status, result.exit_code = "error", 1
+            result.error = f"internal error: {type(exc).__name__}: {exc}"
+            raise
         finally:
             for step in [*result.steps, *result.checks]:
                 if step.status == "running":

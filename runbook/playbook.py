@@ -215,4 +215,7 @@ def load_playbook(path: Path) -> Playbook:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlaybookError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PlaybookError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
+                            hint="save the file as UTF-8") from exc
     return parse_playbook(text, str(path))

@@ -219,8 +219,11 @@ class LocalTarget:
         settings = settings_from_config(self.config)
         if settings is None:
             env = os.environ
+            port = env.get("PGPORT", "5432")
+            if not port.isdigit():
+                raise ConfigError(f"PGPORT must be a port number, got {port!r}", hint="fix or unset PGPORT")
             settings = DatabaseSettings(
-                host=env.get("PGHOST", "127.0.0.1"), port=int(env.get("PGPORT", "5432")),
+                host=env.get("PGHOST", "127.0.0.1"), port=int(port),
                 user=env.get("PGUSER", "postgres"), password=env.get("PGPASSWORD"),
                 dbname=env.get("PGDATABASE", env.get("PGUSER", "postgres")), via="tcp (PG* environment)",
             )

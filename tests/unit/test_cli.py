@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,13 +38,14 @@ steps:
 """
 
 
-def run_cli(*args: str, cwd: Path, stdin: str | None = "") -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, stdin: str | None = "", env: dict[str, str] | None = None,
+            path: list[Path] = ()) -> subprocess.CompletedProcess:
     """Run the installed console script: the only place errors become exit codes."""
     if not SCRIPT.exists():
         pytest.skip(f"no runbook script next to {sys.executable}")
-    env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_TRACEBACK"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RUNBOOK_TRACEBACK"}, **(env or {})}
     env["COLUMNS"] = "200"
-    env["PYTHONPATH"] = os.pathsep.join([str(CODE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, path), str(CODE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run([str(SCRIPT), *args], cwd=cwd, input=stdin, capture_output=True, text=True,
                           env=env, timeout=60)
 
@@ -236,3 +238,94 @@ def test_run_without_database_exits_4_and_still_writes_a_report(tmp_path, monkey
     assert "database unreachable at 127.0.0.1:1" in result.stdout + result.stderr
     assert_no_traceback(result)
     assert len(list((tmp_path / ".runbook" / "reports").glob("*-local.md"))) == 1
+
+
+LOCAL = ("name: local\ndescription: d\nsnapshot: {database: false, history: false}\n"
+         "steps:\n  - name: greet\n    run: [echo, hi]\n")
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """Return the only stderr line; fail on a traceback or more lines."""
+    assert_no_traceback(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_non_utf8_playbook_is_one_line_exit_2(tmp_path):
+    (tmp_path / "latin.yml").write_bytes(GOOD.replace("A harmless", "Caf\u00e9").encode("latin-1"))
+    for command in (["validate", "latin.yml"], ["plan", "latin.yml"]):
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "latin.yml: not UTF-8 text" in one_error_line(result)
+
+
+def test_non_utf8_config_is_one_line_exit_2(tmp_path):
+    (tmp_path / "runbook.yml").write_bytes("target: local  # caf\u00e9\n".encode("latin-1"))
+    result = run_cli("list", cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_error_line(result).startswith(f"runbook: error: {tmp_path / 'runbook.yml'}: not UTF-8 text")
+
+
+def test_bad_pgport_is_one_line_exit_2(tmp_path):
+    (tmp_path / "local.yml").write_text(LOCAL)
+    result = run_cli("--target", "local", "run", "local.yml", "--yes", cwd=tmp_path, env={"PGPORT": "54x"})
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert one_error_line(result) == "runbook: error: PGPORT must be a port number, got '54x' (fix or unset PGPORT)"
+
+
+def test_unwritable_artifacts_dir_is_one_line_exit_4(tmp_path):
+    # `.runbook` cannot be created (a file holds its name): the lock cannot be taken, nothing runs.
+    (tmp_path / "local.yml").write_text(LOCAL)
+    (tmp_path / ".runbook").write_text("not a directory")
+    result = run_cli("--target", "local", "run", "local.yml", "--yes", cwd=tmp_path)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    line = one_error_line(result)
+    assert line.startswith(f"runbook: error: cannot create the run lock {tmp_path / '.runbook' / 'run.lock'}")
+    assert "set `artifacts:` in runbook.yml" in line
+
+
+def test_report_copy_into_a_missing_dir_keeps_the_run_exit_code(tmp_path):
+    (tmp_path / "local.yml").write_text(LOCAL)
+    result = run_cli("--target", "local", "run", "local.yml", "--yes", "--report", "missing/report.md",
+                     cwd=tmp_path, env={"PGHOST": "127.0.0.1", "PGPORT": "1"})
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert_no_traceback(result)
+    [report] = (tmp_path / ".runbook" / "reports").glob("*-local.md")
+    copy_line, run_line = result.stderr.strip().splitlines()
+    assert copy_line.startswith("runbook: error: cannot copy the report to missing/report.md: No such file")
+    assert copy_line.endswith(f"(the report is still at {report})")
+    assert run_line.startswith("runbook: error: database unreachable")
+
+
+INJECT_FAULT = """\
+import runbook.targets.local
+
+
+def check_ready(self, services):
+    raise RuntimeError("injected fault\\nsecond line")
+
+
+runbook.targets.local.LocalTarget.check_ready = check_ready
+"""
+
+
+def test_an_unexpected_exception_is_one_line_exit_1_and_the_report_is_written(tmp_path):
+    # A bug stand-in: sitecustomize makes the target raise what no code path expects.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INJECT_FAULT)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "local.yml").write_text(LOCAL)
+    result = run_cli("--target", "local", "run", "local.yml", "--yes", cwd=project, path=[hook])
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert one_error_line(result) == ("runbook: internal error: RuntimeError: injected fault second line "
+                                      "(set RUNBOOK_TRACEBACK=1 for details)")
+    [twin] = (project / ".runbook" / "reports").glob("*-local.json")
+    data = json.loads(twin.read_text())
+    assert (data["status"], data["exit_code"]) == ("error", 1)
+    assert data["error"].startswith("internal error: RuntimeError: injected fault")
+    result = run_cli("--target", "local", "run", "local.yml", "--yes", cwd=project, path=[hook],
+                     env={"RUNBOOK_TRACEBACK": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr

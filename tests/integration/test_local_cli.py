@@ -1,0 +1,66 @@
+"""The run command as a person meets it, on the local target against a real PostgreSQL: report copies,
+exit codes, what the terminal shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+QUICK = """\
+name: quick
+description: One harmless step.
+snapshot: {database: false, history: true}
+steps:
+  - name: greet
+    run: [echo, hello]
+"""
+
+
+def _project(root: Path, db: dict, playbook: str = QUICK) -> Path:
+    project = root / "project"
+    project.mkdir()
+    (project / "quick.yml").write_text(playbook)
+    (project / "runbook.yml").write_text(yaml.safe_dump({
+        "target": "local",
+        "database": {"host": db["host"], "port": db["port"], "user": db["user"], "name": db["dbname"],
+                     "password_env": "CLI_TEST_DB_PASSWORD"},
+    }))
+    return project
+
+
+def _env(db: dict, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RUNBOOK_TRACEBACK", "NO_COLOR")}
+    return {**env, "CLI_TEST_DB_PASSWORD": db["password"], **extra}
+
+
+def _run(cli: list[str], project: Path, db: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*cli, *args], cwd=project, env=_env(db, NO_COLOR="1"), capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_report_copy_is_private_and_a_failed_copy_is_one_line_exit_2(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db)
+    proc = _run(runbook_cli, project, fresh_db, "run", "quick.yml", "--report", "copy.md")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [report] = (project / ".runbook" / "reports").glob("*-quick.md")
+    assert (project / "copy.md").read_bytes() == report.read_bytes()
+    assert stat.S_IMODE((project / "copy.md").stat().st_mode) == 0o600
+
+    # The run went well, the copy did not: exit 2, one line, and the report is where it always is.
+    before = set((project / ".runbook" / "reports").glob("*-quick*.md"))
+    proc = _run(runbook_cli, project, fresh_db, "run", "quick.yml", "--report", "no/such/dir/copy.md")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    [newest] = set((project / ".runbook" / "reports").glob("*-quick*.md")) - before
+    assert line.startswith("runbook: error: cannot copy the report to no/such/dir/copy.md: ")
+    assert line.endswith(f"(the report is still at {newest})")
+    assert json.loads(newest.with_suffix(".json").read_text())["status"] == "done"
