@@ -84,6 +84,8 @@ class Executor:
         self.rollback_on_failure = rollback_on_failure
         self.on_event = on_event or (lambda kind, data: None)
         self.redactor = Redactor()
+        # None until the history was read: an empty history before is still worth comparing with after.
+        self.history_before: dict[str, list[list[Any]]] | None = None
 
     def _emit(self, kind: str, **data: Any) -> None:
         self.on_event(kind, data)
@@ -155,7 +157,7 @@ class Executor:
         return result, report_path
 
     def _capture_after(self, database: Database, result: RunResult) -> None:
-        if not result.history_before:
+        if self.history_before is None:
             return
         try:
             result.history_after = database.history()
@@ -172,7 +174,7 @@ class Executor:
 
     def _run_stages(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
         self._emit("stage", name="snapshot")
-        result.history_before = ctx.database.history()
+        result.history_before = self.history_before = ctx.database.history()
         spec = plan.playbook.snapshot
         if spec.history or spec.database or spec.files:
             # Raises SnapshotFailed (exit 1) when any part fails: then no step runs.
@@ -249,13 +251,17 @@ class Executor:
             record.status, record.note = "skipped", f"skipped: `{planned.when}` is false"
             self._emit("step-end", role=role, number=number, total=total, step=record)
             return record
+        started = time.monotonic()
         if planned.deferred and planned.source is not None:
-            planned = plan_action(planned.source, ctx.template_context(), Commands.from_backend(self.config.backend),
-                                  f"{role} {number} ({planned.name})")
+            try:
+                planned = plan_action(planned.source, ctx.template_context(),
+                                      Commands.from_backend(self.config.backend), f"{role} {number} ({planned.name})")
+            except RunbookError as exc:
+                self._fail(record, exc, started, role, number, total)
+                raise
             record.command = planned.display()
         record.status = "running"
         self._emit("step-start", role=role, number=number, total=total, step=record)
-        started = time.monotonic()
         parsed: Any = None
         rows: list[list[Any]] | None = None
         reasons: list[str] = []
@@ -281,6 +287,10 @@ class Executor:
             record.exit_code, reasons = 1, [exc.message]
             record.stderr += exc.message + "\n"
             self._emit("output", stream="stderr", text=self.redactor.text(exc.message + "\n"))
+        except Exception as exc:
+            # The run stops here (database gone, a bug): this step failed, it was not interrupted.
+            self._fail(record, exc, started, role, number, total)
+            raise
         if planned.parse == "json" and planned.argv is not None and record.exit_code == 0:
             try:
                 parsed = json.loads(record.stdout)
@@ -300,6 +310,13 @@ class Executor:
         record.problems = [self.redactor.text(p) for p in record.problems]
         self._emit("step-end", role=role, number=number, total=total, step=record)
         return record
+
+    def _fail(self, record: StepResult, exc: Exception, started: float, role: str, number: int, total: int) -> None:
+        """Record a step that an error stopped, with the error as its problem."""
+        record.status, record.duration = "failed", round(time.monotonic() - started, 3)
+        record.problems.append(self.redactor.text(str(exc) if isinstance(exc, RunbookError)
+                                                  else f"internal error: {type(exc).__name__}: {exc}"))
+        self._emit("step-end", role=role, number=number, total=total, step=record)
 
     def _emit_output(self, stdout: str, stderr: str) -> None:
         for stream, text in (("stdout", stdout), ("stderr", stderr)):

@@ -64,3 +64,19 @@ def test_report_copy_is_private_and_a_failed_copy_is_one_line_exit_2(tmp_path, f
     assert line.startswith("runbook: error: cannot copy the report to no/such/dir/copy.md: ")
     assert line.endswith(f"(the report is still at {newest})")
     assert json.loads(newest.with_suffix(".json").read_text())["status"] == "done"
+
+
+def test_history_after_is_kept_when_there_was_none_before(tmp_path, fresh_db, runbook_cli):
+    # An empty database: no history table before; the step creates it, and the report must show its rows.
+    project = _project(tmp_path, fresh_db, QUICK.replace("""    run: [echo, hello]
+""", """    sql: >
+      CREATE TABLE django_migrations (id serial PRIMARY KEY, app varchar(255), name varchar(255),
+      applied timestamptz DEFAULT now());
+      INSERT INTO django_migrations (app, name) VALUES ('shop', '0001_initial')
+"""))
+    proc = _run(runbook_cli, project, fresh_db, "run", "quick.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [twin] = (project / ".runbook" / "reports").glob("*-quick.json")
+    record = json.loads(twin.read_text())
+    assert record["history_before"] == {}
+    assert [row[:2] for row in record["history_after"]["django_migrations"]] == [["shop", "0001_initial"]]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from runbook.config import Config
+from runbook.errors import ConfigError, RenderError
 from runbook.executor import Executor, RunContext
 from runbook.plan import build_plan
 from runbook.playbook import parse_playbook
@@ -14,6 +17,7 @@ from runbook.results import StepResult
 from runbook.targets.local import LocalTarget
 
 SECRET = "hunter22-secret"
+_last: list = []
 
 
 def _run_step(tmp_path, step_yaml: str, variables: dict | None = None):
@@ -26,6 +30,7 @@ def _run_step(tmp_path, step_yaml: str, variables: dict | None = None):
     executor.redactor = Redactor([SECRET])
     ctx = RunContext(config, executor.target, None, dict(plan.variables))  # type: ignore[arg-type]
     record = StepResult(name="s", kind="run", service="backend", command="")
+    _last[:] = [record, events]  # what the step left behind when it raised
     executor._run_action(plan.steps[0], ctx, record, 1, 1, "step")
     return record, events
 
@@ -49,3 +54,21 @@ def test_a_secret_split_across_output_chunks_is_masked(tmp_path):
     assert len(shown) == 2  # the whole line once it ended, the unfinished last line when the command ended
     assert "".join(shown) == f"pw {MASK} end\nlast"
     assert all(SECRET[:5] not in text for text in shown)
+
+
+def test_an_error_mid_step_marks_the_step_failed_not_interrupted(tmp_path):
+    # The local target refuses `user:` while the step runs: a RunbookError other than StepFailed.
+    with pytest.raises(ConfigError):
+        _run_step(tmp_path, "  - name: s\n    run: ['true']\n    user: postgres\n")
+    record, events = _last
+    assert record.status == "failed"
+    assert record.problems == ["the local target cannot switch user; remove `user:` or use the compose target"]
+    assert [kind for kind, _ in events] == ["step-start", "step-end"]
+
+
+def test_a_deferred_step_that_cannot_render_at_run_time_is_failed(tmp_path):
+    with pytest.raises(RenderError):
+        _run_step(tmp_path, "  - name: s\n    run: [echo, '{{ kept.missing.x }}']\n")
+    record, events = _last
+    assert record.status == "failed" and "missing" in record.problems[0]
+    assert [kind for kind, _ in events] == ["step-end"]
