@@ -5,12 +5,15 @@ A failure is data on the RunResult; the caller turns `result.exit_code` into the
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +59,22 @@ class RunContext:
 
     def evaluate(self, expression: str) -> Any:
         return evaluate(expression, self.template_context(), "condition")
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM inside the block: a second Ctrl-C must not lose the lock release or the report."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a run in a thread is not stopped by signals anyway
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in saved:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def build_redactor(config: Config, target: Target, variables: dict[str, Any], plan: Plan) -> Redactor:
@@ -146,14 +165,16 @@ class Executor:
                     step.status = "interrupted"
             result.notes.extend(getattr(self.target, "warnings", []))
             if database is not None:
-                self._capture_after(database, result)
-                database.close()
-            lock.release()
-            # The console shows the error line too, not only the redacted report.
-            result.error = self.redactor.text(result.error)
-            result.ended = _now()
-            result.duration = round(time.monotonic() - started, 3)
-            report_path = self._write_report(result)
+                self._capture_after(database, result)  # a Ctrl-C here only skips the history after
+            with signals_held():
+                if database is not None:
+                    database.close()
+                lock.release()
+                # The console shows the error line too, not only the redacted report.
+                result.error = self.redactor.text(result.error)
+                result.ended = _now()
+                result.duration = round(time.monotonic() - started, 3)
+                report_path = self._write_report(result)
         return result, report_path
 
     def _capture_after(self, database: Database, result: RunResult) -> None:
@@ -192,17 +213,22 @@ class Executor:
                     result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
                     self._rollback(ctx, result)
                     return
-        except RunbookError as exc:
-            if exc.exit_code == StepFailed.exit_code:
-                self._rollback(ctx, result)
+        except RunbookError:
+            # Any error once steps may have changed data (a deferred step that cannot render, a lost
+            # database) leaves the data half-repaired: put the snapshot back as for a failed step.
+            self._rollback(ctx, result)
             raise
 
         self._emit("stage", name="verify")
         failed = []
-        for index, planned in enumerate(plan.checks):
-            check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
-            if check.status == "failed":
-                failed.append(check.name)
+        try:
+            for index, planned in enumerate(plan.checks):
+                check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
+                if check.status == "failed":
+                    failed.append(check.name)
+        except RunbookError:
+            self._rollback(ctx, result)
+            raise
         if failed:
             result.status, result.exit_code = "verify-failed", 3
             result.error = f"verification failed: {', '.join(failed)}"

@@ -80,3 +80,50 @@ def test_history_after_is_kept_when_there_was_none_before(tmp_path, fresh_db, ru
     record = json.loads(twin.read_text())
     assert record["history_before"] == {}
     assert [row[:2] for row in record["history_after"]["django_migrations"]] == [["shop", "0001_initial"]]
+
+
+ROLLBACK = """\
+name: half-done
+description: The second step reads a kept output that is not there, after the first changed data.
+snapshot: {database: true, history: true}
+steps:
+  - name: change data
+    sql: "UPDATE accounts SET balance = 0 RETURNING id"
+    keep: changed
+  - name: use what was kept
+    run: [echo, "{{ kept.changed.not_there }}"]
+"""
+
+
+def test_rollback_on_failure_restores_after_a_step_that_cannot_render(tmp_path, fresh_db, runbook_cli):
+    import psycopg
+
+    with psycopg.connect(**fresh_db) as conn:
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+        conn.execute("INSERT INTO accounts SELECT i, i * 10 FROM generate_series(1, 5) i")
+    project = _project(tmp_path, fresh_db, ROLLBACK)
+    proc = _run(runbook_cli, project, fresh_db, "run", "quick.yml", "--rollback-on-failure")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "rolled back" in proc.stdout
+    with psycopg.connect(**fresh_db) as conn:
+        assert conn.execute("SELECT sum(balance) FROM accounts").fetchone()[0] == 150
+    [twin] = (project / ".runbook" / "reports").glob("*-half-done.json")
+    record = json.loads(twin.read_text())
+    assert record["rollback"]["status"] == "restored"
+    assert [s["status"] for s in record["steps"]] == ["ok", "failed"]
+
+
+def test_no_rollback_when_the_lock_is_held(tmp_path, fresh_db, runbook_cli):
+    import fcntl
+
+    project = _project(tmp_path, fresh_db, ROLLBACK)
+    (project / ".runbook").mkdir(mode=0o700)
+    with open(project / ".runbook" / "run.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = _run(runbook_cli, project, fresh_db, "run", "quick.yml", "--rollback-on-failure")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "== rollback" not in proc.stdout and "rolled back" not in proc.stdout
+    assert not (project / ".runbook" / "snapshots").exists()
+    [twin] = (project / ".runbook" / "reports").glob("*-half-done.json")
+    assert json.loads(twin.read_text())["rollback"] == {}

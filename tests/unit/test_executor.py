@@ -72,3 +72,26 @@ def test_a_deferred_step_that_cannot_render_at_run_time_is_failed(tmp_path):
     record, events = _last
     assert record.status == "failed" and "missing" in record.problems[0]
     assert [kind for kind, _ in events] == ["step-end"]
+
+
+def test_signals_are_held_while_the_run_cleans_up_and_restored_after():
+    import os
+    import signal
+
+    from runbook.executor import signals_held
+
+    def on_term(signum, frame):
+        raise AssertionError("SIGTERM reached its handler inside the block")
+
+    before_int = signal.getsignal(signal.SIGINT)
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGINT) is before_int
+        assert signal.getsignal(signal.SIGTERM) is on_term
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
