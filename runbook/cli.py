@@ -30,6 +30,8 @@ VarOption = Annotated[list[str] | None, typer.Option("--var", help="Set a playbo
 
 class State:
     options: Any = None
+    # Set by Ctrl-C or SIGTERM and cleared once a command has said so itself.
+    interrupted: bool = False
 
 
 state = State()
@@ -250,6 +252,7 @@ class Progress:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    state.interrupted = True
     raise KeyboardInterrupt
 
 
@@ -281,7 +284,6 @@ def run(
         _print_plan(the_plan)
         if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
             raise Refused("not confirmed; nothing was run")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet),
                                   rollback_on_failure=rollback_on_failure)
     console.print()
@@ -294,6 +296,7 @@ def run(
             copy_failed = not _copy_report(report_path, report)
     if result.exit_code:
         err_console.print(f"runbook: error: {escape(result.error or result.status)}")
+        state.interrupted = False  # said in the line above
         raise typer.Exit(result.exit_code)
     if copy_failed:
         raise typer.Exit(2)
@@ -325,7 +328,6 @@ def snapshot_cmd() -> None:
     from runbook.snapshot import snapshot_now, summary
 
     config = load_project_config(state.options)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     manifest = snapshot_now(config, make_target(config, state.options), progress=_print_note)
     facts = summary(manifest)
     console.print(f"snapshot {facts['id']} written: {facts['size']}"
@@ -380,7 +382,6 @@ def restore(
         if not typer.confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
                              "Everything written since is lost", default=False):
             raise Refused("not confirmed; nothing was restored")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note)
     for note in outcome.notes:
         console.print(f"   note: {escape(note)}")
@@ -396,6 +397,9 @@ def restore(
 
 def main() -> None:
     """Entry point: the one place errors become an exit code and one line."""
+    # SIGTERM stops every command like Ctrl-C does: exit 130, the report written, no lock left.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
     try:
         # Without standalone mode, a `typer.Exit` raised by a command comes back as the return value.
         code = app(standalone_mode=False)
@@ -427,6 +431,10 @@ def main() -> None:
         err_console.print(f"runbook: internal error: {escape(type(exc).__name__)}: {escape(message)} "
                           "(set RUNBOOK_TRACEBACK=1 for details)")
         sys.exit(1)
+    if state.interrupted:
+        # typer turns a KeyboardInterrupt that leaves a command into a silent exit 130.
+        err_console.print("runbook: interrupted")
+        sys.exit(Interrupted.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

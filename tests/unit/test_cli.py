@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -329,3 +331,26 @@ def test_an_unexpected_exception_is_one_line_exit_1_and_the_report_is_written(tm
     result = run_cli("--target", "local", "run", "local.yml", "--yes", cwd=project, path=[hook],
                      env={"RUNBOOK_TRACEBACK": "1"})
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_sigterm_stops_diagnose_with_exit_130(tmp_path):
+    # The backend's python is a shell that sleeps: diagnose waits in its first inspection.
+    (tmp_path / "manage.py").write_text("")
+    (tmp_path / "runbook.yml").write_text(
+        "target: local\nbackend:\n  manage: [sh, -c, 'touch started; sleep 30', sh, manage.py]\n")
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_TRACEBACK"}
+    env["PYTHONPATH"] = str(CODE_ROOT)
+    proc = subprocess.Popen([str(SCRIPT), "diagnose"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == "runbook: interrupted"
