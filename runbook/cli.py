@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -198,14 +199,48 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
         raise typer.Exit(3)
 
 
-class Progress:
-    """Console side of the executor's events: plain lines, output indented under its step."""
+class _RunningStep:
+    """The live status line of the step under way: spinner, step, service, seconds so far."""
 
-    def __init__(self, quiet_output: bool = False):
+    def __init__(self, data: dict[str, Any]):
+        from rich.spinner import Spinner
+
+        step = data["step"]
+        self.label = f"{data['role']} {data['number']}/{data['total']} {step.name} [{step.service or step.kind}]"
+        self.started = time.monotonic()
+        self.spinner = Spinner("dots")
+
+    def __rich__(self) -> Any:
+        self.spinner.update(text=escape(f"{self.label} {time.monotonic() - self.started:.0f} s"))
+        return self.spinner
+
+
+class Progress:
+    """Console side of the executor's events: plain lines, output indented under its step.
+
+    On a terminal, a live status line shows the running step below its output.
+    """
+
+    def __init__(self, quiet_output: bool = False, live: bool | None = None):
         self.quiet_output = quiet_output
         # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
         self.partial = {"stdout": "", "stderr": ""}
         self.role = "step"
+        self.live = console.is_terminal if live is None else live
+        self._status: Any = None
+
+    def _start_status(self, data: dict[str, Any]) -> None:
+        from rich.live import Live
+
+        self.close()
+        self._status = Live(_RunningStep(data), console=console, refresh_per_second=4, transient=True)
+        self._status.start()
+
+    def close(self) -> None:
+        """Take the live status line away (the step ended, or the run stopped mid-step)."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def _print_output(self, stream: str, text: str) -> None:
         style = "dim" if stream == "stdout" else "yellow"
@@ -233,6 +268,8 @@ class Progress:
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]
             self._header(data)
+            if self.live:
+                self._start_status(data)
         elif kind == "output" and not self.quiet_output and self.role == "step":
             stream = data["stream"]
             text = self.partial[stream] + data["text"]
@@ -240,6 +277,7 @@ class Progress:
             if complete:
                 self._print_output(stream, complete)
         elif kind == "step-end":
+            self.close()
             self._flush()
             step = data["step"]
             if step.status == "skipped":  # a skipped step never started
@@ -284,8 +322,12 @@ def run(
         _print_plan(the_plan)
         if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
             raise Refused("not confirmed; nothing was run")
-    result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet),
-                                  rollback_on_failure=rollback_on_failure)
+    progress = Progress(quiet_output=quiet)
+    try:
+        result, report_path = execute(config, the_plan, state.options, on_event=progress,
+                                      rollback_on_failure=rollback_on_failure)
+    finally:
+        progress.close()
     console.print()
     for line in summary_lines(result):
         console.print(escape(line))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,76 @@ def test_no_rollback_when_the_lock_is_held(tmp_path, fresh_db, runbook_cli):
     assert not (project / ".runbook" / "snapshots").exists()
     [twin] = (project / ".runbook" / "reports").glob("*-half-done.json")
     assert json.loads(twin.read_text())["rollback"] == {}
+
+
+SLOW = QUICK.replace("run: [echo, hello]", 'run: [sh, -c, "echo hello; sleep 1.6; echo bye"]')
+# Select Graphic Rendition parameters that set a colour (not bold, dim or a reset).
+_COLOUR = re.compile(r"^(3[0-8]|4[0-8]|9[0-7]|10[0-7])$")
+
+
+def _run_in_pty(cmd: list[str], cwd: Path, env: dict[str, str], answer: bytes | None = None,
+                timeout: float = 120) -> tuple[int, str]:
+    """Run cmd with stdin, stdout and stderr on a pseudo-terminal; type `answer` at the y/N prompt."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, "COLUMNS": "160", "TERM": "xterm"}, stdin=slave,
+                            stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.5)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal's other side is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+            if answer is not None and b"[y/N]" in out:
+                os.write(master, answer)
+                answer = None
+        code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, out.decode("utf-8", "replace")
+
+
+def _colours(text: str) -> list[str]:
+    return [params for params in re.findall(r"\x1b\[([0-9;]*)m", text)
+            if any(_COLOUR.match(p) for p in params.split(";"))]
+
+
+def test_a_terminal_shows_a_live_status_line_for_the_running_step(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db, SLOW)
+    code, out = _run_in_pty([*runbook_cli, "run", "quick.yml"], project, _env(fresh_db))
+    assert code == 0, out
+    assert "-> step 1/1 [backend] greet" in out
+    assert "hello" in out and "bye" in out
+    # The live line: spinner, step, service and the seconds so far, redrawn while the step runs.
+    assert re.search(r"[\u2800-\u28ff] step 1/1 greet \[backend\] 1 s", out), out
+    assert "quick: done (exit 0" in out
+    assert _colours(out), "a terminal without NO_COLOR gets colours"
+
+
+def test_no_color_turns_colours_off_on_a_terminal(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db, SLOW)
+    code, out = _run_in_pty([*runbook_cli, "run", "quick.yml"], project, _env(fresh_db, NO_COLOR="1"))
+    assert code == 0, out
+    assert "quick: done (exit 0" in out and "step 1/1 greet [backend]" in out
+    assert _colours(out) == []
+
+
+def test_without_a_terminal_progress_is_plain_lines(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db, SLOW)
+    proc = subprocess.run([*runbook_cli, "run", "quick.yml"], cwd=project, env=_env(fresh_db),
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    start = lines.index("-> step 1/1 [backend] greet")
+    assert lines[start + 1:start + 3] == ["   | hello", "   | bye"]
+    assert re.fullmatch(r"   ok \(\d+\.\d\d s\)", lines[start + 3])
