@@ -289,6 +289,15 @@ class Progress:
                 console.print(f"   [red]- {escape(problem)}[/red]")
 
 
+def _confirm(question: str) -> bool:
+    """Ask y/N on the terminal; Ctrl-D or Ctrl-C at the prompt is a no, not an interrupted run."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        console.print()  # the prompt line was left open
+        return False
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     state.interrupted = True
     raise KeyboardInterrupt
@@ -320,7 +329,7 @@ def run(
             raise Refused(f"playbook {the_plan.playbook.name} is destructive and there is no terminal to confirm",
                           hint="pass --yes to run it")
         _print_plan(the_plan)
-        if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
+        if not _confirm(f"Run destructive playbook {the_plan.playbook.name}?"):
             raise Refused("not confirmed; nothing was run")
     progress = Progress(quiet_output=quiet)
     try:
@@ -421,8 +430,8 @@ def restore(
                           "to confirm", hint="pass --yes to restore it")
         for key, value in summary(manifest).items():
             console.print(escape(f"  {key}: {value}"))
-        if not typer.confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
-                             "Everything written since is lost", default=False):
+        if not _confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
+                        "Everything written since is lost"):
             raise Refused("not confirmed; nothing was restored")
     outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note)
     for note in outcome.notes:

@@ -203,3 +203,23 @@ def test_without_a_terminal_progress_is_plain_lines(tmp_path, fresh_db, runbook_
     start = lines.index("-> step 1/1 [backend] greet")
     assert lines[start + 1:start + 3] == ["   | hello", "   | bye"]
     assert re.fullmatch(r"   ok \(\d+\.\d\d s\)", lines[start + 3])
+
+
+@pytest.mark.parametrize("answer", [b"n\n", b"\x04"], ids=["no", "ctrl-d"])
+def test_a_refused_confirmation_is_exit_2_and_runs_nothing(tmp_path, fresh_db, runbook_cli, answer):
+    project = _project(tmp_path, fresh_db, "destructive: true\n" + SLOW)
+    code, out = _run_in_pty([*runbook_cli, "run", "quick.yml"], project, _env(fresh_db, NO_COLOR="1"),
+                            answer=answer)
+    assert code == 2, out
+    assert "Run destructive playbook quick? [y/N]" in out
+    assert "runbook: error: not confirmed; nothing was run" in out
+    assert "Traceback" not in out and "aborted" not in out
+    assert not (project / ".runbook").exists()
+
+
+def test_a_confirmed_destructive_run_runs(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db, "destructive: true\n" + QUICK)
+    code, out = _run_in_pty([*runbook_cli, "run", "quick.yml"], project, _env(fresh_db, NO_COLOR="1"),
+                            answer=b"y\n")
+    assert code == 0, out
+    assert "quick: done (exit 0" in out
