@@ -143,7 +143,7 @@ def plan(name: str, var: VarOption = None) -> None:
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Playbook files to check.")]) -> None:
     """Check playbook files; print FILE:LINE: key: problem for each error."""
-    from runbook.errors import InputError, PlaybookError
+    from runbook.errors import InputError, PlaybookError, RenderError, VariableError
     from runbook.plan import build_plan
     from runbook.playbook import load_playbook
     from runbook.variables import resolve_variables
@@ -163,6 +163,15 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Playbook files to
             bad += 1
             for line in exc.problems or [str(exc)]:
                 err_console.print(escape(line))
+        except RenderError as exc:
+            bad += 1
+            err_console.print(escape(str(exc)))  # it starts with FILE:LINE already
+        except VariableError as exc:
+            bad += 1
+            # Only a default can be wrong here: point at it.
+            key = ("variables", exc.variable or "", "default")
+            line = pb.lines.get(key) or pb.lines.get(key[:2]) or 1
+            err_console.print(escape(f"{path}:{line}: {'.'.join(key)}: {exc}"))
         except InputError as exc:
             bad += 1
             err_console.print(escape(f"{path}: {exc}"))

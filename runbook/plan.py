@@ -225,12 +225,14 @@ def build_plan(playbook: Playbook, variables: dict[str, Any], commands: Commands
     """Render every step and check of a playbook; raise RenderError before anything runs."""
     commands = commands or Commands()
     context = dict(variables)
-    steps = [
-        plan_action(step, context, commands, f"{playbook.source or playbook.name}: step {i} ({step.name})")
-        for i, step in enumerate(playbook.steps, 1)
-    ]
-    checks = [
-        plan_action(check, context, commands, f"{playbook.source or playbook.name}: check {i} ({check.name})")
-        for i, check in enumerate(playbook.verify, 1)
-    ]
+
+    def where(section: str, index: int, role: str, name: str) -> str:
+        # FILE:LINE like a schema error, when the playbook came from a file.
+        line = playbook.lines.get((section, index - 1))
+        return f"{playbook.source or playbook.name}{f':{line}' if line else ''}: {role} {index} ({name})"
+
+    steps = [plan_action(step, context, commands, where("steps", i, "step", step.name))
+             for i, step in enumerate(playbook.steps, 1)]
+    checks = [plan_action(check, context, commands, where("verify", i, "check", check.name))
+              for i, check in enumerate(playbook.verify, 1)]
     return Plan(playbook=playbook, variables=dict(variables), steps=steps, checks=checks)

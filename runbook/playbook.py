@@ -153,6 +153,8 @@ class Playbook(_Strict):
 
     # Not from the file.
     source: str = Field(default="", exclude=True)
+    # Key path -> line in the file, so errors found after loading can point at a line too.
+    lines: dict[Any, int] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("name")
     @classmethod
@@ -206,6 +208,7 @@ def parse_playbook(text: str, source: str) -> Playbook:
         raise PlaybookError(problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems",
                             problems) from exc
     playbook.source = source
+    playbook.lines = lines
     return playbook
 
 

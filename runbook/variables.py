@@ -39,14 +39,15 @@ def _convert(name: str, spec: Variable, raw: Any) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise VariableError(f"variable {name} must be a whole number, got {_shown(name, spec, raw)}") from None
+            raise VariableError(f"variable {name} must be a whole number, got {_shown(name, spec, raw)}",
+                                variable=name) from None
     if spec.type == "bool":
         lowered = raw.strip().lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
-        raise VariableError(f"variable {name} must be true or false, got {_shown(name, spec, raw)}")
+        raise VariableError(f"variable {name} must be true or false, got {_shown(name, spec, raw)}", variable=name)
     if spec.type == "list":
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
@@ -78,7 +79,8 @@ def resolve_variables(playbook: Playbook, given: dict[str, str]) -> dict[str, An
             continue
         if spec.choices is not None and value not in spec.choices:
             raise VariableError(
-                f"variable {name} must be one of {', '.join(map(str, spec.choices))}, got {_shown(name, spec, value)}"
+                f"variable {name} must be one of {', '.join(map(str, spec.choices))}, got {_shown(name, spec, value)}",
+                variable=name,
             )
         values[name] = value
     return values

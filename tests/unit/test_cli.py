@@ -138,8 +138,25 @@ def test_validate_unknown_template_name(tmp_path):
     (tmp_path / "p.yml").write_text(GOOD.replace("{{ who }}", "{{ whom }}"))
     result = run_cli("validate", "p.yml", cwd=tmp_path)
     assert result.returncode == 2
-    assert "unknown variable whom" in result.stderr
+    assert result.stderr.strip() == ("p.yml:6: step 1 (greet): unknown variable whom in 'hello {{ whom }}' "
+                                     "(declare it under `variables:` in the playbook)")
     assert_no_traceback(result)
+
+
+def test_validate_points_at_the_line_of_every_kind_of_error(tmp_path):
+    (tmp_path / "syntax.yml").write_text(GOOD.replace("{{ who }}", "{{ who }"))
+    (tmp_path / "default.yml").write_text(GOOD.replace("who: {default: world}", "who: {type: int, default: many}"))
+    (tmp_path / "choice.yml").write_text(GOOD.replace("who: {default: world}",
+                                                      "who:\n    choices: [a, b]\n    default: c"))
+    (tmp_path / "twice.yml").write_text(GOOD + "    run: [echo, again]\n")
+    result = run_cli("validate", "syntax.yml", "default.yml", "choice.yml", "twice.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    syntax, default, choice, twice = result.stderr.strip().splitlines()
+    assert syntax.startswith("syntax.yml:6: step 1 (greet): template 'hello {{ who }': ")
+    assert default == "default.yml:4: variables.who.default: variable who must be a whole number, got 'many'"
+    assert choice == "choice.yml:6: variables.who.default: variable who must be one of a, b, got 'c'"
+    assert twice == "twice.yml:8: steps.0.run: duplicate key (first given on line 7)"
 
 
 def test_plan_unknown_variable_is_one_line_exit_2(tmp_path):

@@ -104,7 +104,7 @@ def test_unknown_variable_in_a_step_raises_before_anything_runs():
     with pytest.raises(RenderError) as info:
         build_plan(pb, resolve_variables(pb, {}))
     message = str(info.value)
-    assert message.startswith("d.yml: step 2 (broken): unknown variable app_label")
+    assert message.startswith("d.yml:8: step 2 (broken): unknown variable app_label")
     assert info.value.exit_code == 2
 
 
@@ -123,7 +123,7 @@ def test_unknown_variable_in_when_and_in_verify():
     )
     with pytest.raises(RenderError) as info:
         build_plan(pb, {})
-    assert str(info.value).startswith("d.yml: check 1 (c): unknown variable oops")
+    assert str(info.value).startswith("d.yml:7: check 1 (c): unknown variable oops")
 
 
 def test_quoted_expression_in_shell_step_refused_at_plan_time_even_when_deferred():
