@@ -44,7 +44,7 @@ def run_cli(*args: str, cwd: Path, stdin: str | None = "", env: dict[str, str] |
             path: list[Path] = ()) -> subprocess.CompletedProcess:
     """Run the installed console script: the only place errors become exit codes."""
     if not SCRIPT.exists():
-        pytest.skip(f"no runbook script next to {sys.executable}")
+        pytest.fail(f"no runbook console script at {SCRIPT}; install the package (scripts/setup-venv.sh does)")
     env = {**{k: v for k, v in os.environ.items() if k != "RUNBOOK_TRACEBACK"}, **(env or {})}
     env["COLUMNS"] = "200"
     env["PYTHONPATH"] = os.pathsep.join([*map(str, path), str(CODE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -371,3 +371,23 @@ def test_sigterm_stops_diagnose_with_exit_130(tmp_path):
             proc.kill()
     assert proc.returncode == 130, (out, err)
     assert err.strip() == "runbook: interrupted"
+
+
+def test_the_installed_package_ships_the_builtin_playbooks(tmp_path):
+    # Look in the installed distribution itself: registry.builtin_dir() may fall back to the source tree.
+    import sysconfig
+    from importlib.metadata import distribution
+
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    shipped = {Path(str(f)).name: Path(distribution("runbook").locate_file(f)).resolve()
+               for f in distribution("runbook").files or [] if str(f).startswith("runbook/playbooks/")}
+    in_repo = {p.name for p in (Path(__file__).resolve().parents[2] / "playbooks").glob("*.yml")}
+    assert "fake-initial.yml" in in_repo
+    assert set(shipped) >= in_repo
+    for path in shipped.values():
+        assert path.is_file() and path.is_relative_to(site), path
+    # And the console script finds them there.
+    result = run_cli("show", "fake-initial", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    source = Path(next(line for line in result.stdout.splitlines() if line.startswith("source: "))[8:])
+    assert source.resolve() == shipped["fake-initial.yml"]
