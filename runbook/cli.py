@@ -491,7 +491,7 @@ def main() -> None:
         err_console.print(f"runbook: internal error: {escape(type(exc).__name__)}: {escape(message)} "
                           "(set RUNBOOK_TRACEBACK=1 for details)")
         sys.exit(1)
-    if state.interrupted:
+    if state.interrupted and code == Interrupted.exit_code:
         # typer turns a KeyboardInterrupt that leaves a command into a silent exit 130.
         err_console.print("runbook: interrupted")
         sys.exit(Interrupted.exit_code)
