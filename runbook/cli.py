@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +31,8 @@ VarOption = Annotated[list[str] | None, typer.Option("--var", help="Set a playbo
 
 class State:
     options: Any = None
+    # Set by Ctrl-C or SIGTERM and cleared once a command has said so itself.
+    interrupted: bool = False
 
 
 state = State()
@@ -74,6 +76,7 @@ def list_playbooks() -> None:
 def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) -> None:
     """Describe a playbook: what it does, its variables, steps and checks."""
     from runbook.engine import load_project_config
+    from runbook.redact import MASK, is_secret_name
     from runbook.registry import find
 
     config = load_project_config(state.options)
@@ -85,7 +88,8 @@ def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) ->
         table = Table("variable", "type", "default", "required", "help", box=None, title="variables",
                       title_justify="left")
         for key, var in pb.variables.items():
-            default = "******" if var.secret and var.default is not None else repr(var.default)
+            secret = var.secret or is_secret_name(key)
+            default = MASK if secret and var.default not in (None, "") else repr(var.default)
             table.add_row(key, var.type, default, "yes" if var.required else "no", escape(var.help))
         console.print(table)
     console.print("steps:")
@@ -139,7 +143,7 @@ def plan(name: str, var: VarOption = None) -> None:
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Playbook files to check.")]) -> None:
     """Check playbook files; print FILE:LINE: key: problem for each error."""
-    from runbook.errors import InputError, PlaybookError
+    from runbook.errors import InputError, PlaybookError, RenderError, VariableError
     from runbook.plan import build_plan
     from runbook.playbook import load_playbook
     from runbook.variables import resolve_variables
@@ -159,6 +163,15 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Playbook files to
             bad += 1
             for line in exc.problems or [str(exc)]:
                 err_console.print(escape(line))
+        except RenderError as exc:
+            bad += 1
+            err_console.print(escape(str(exc)))  # it starts with FILE:LINE already
+        except VariableError as exc:
+            bad += 1
+            # Only a default can be wrong here: point at it.
+            key = ("variables", exc.variable or "", "default")
+            line = pb.lines.get(key) or pb.lines.get(key[:2]) or 1
+            err_console.print(escape(f"{path}:{line}: {'.'.join(key)}: {exc}"))
         except InputError as exc:
             bad += 1
             err_console.print(escape(f"{path}: {exc}"))
@@ -195,14 +208,48 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
         raise typer.Exit(3)
 
 
-class Progress:
-    """Console side of the executor's events: plain lines, output indented under its step."""
+class _RunningStep:
+    """The live status line of the step under way: spinner, step, service, seconds so far."""
 
-    def __init__(self, quiet_output: bool = False):
+    def __init__(self, data: dict[str, Any]):
+        from rich.spinner import Spinner
+
+        step = data["step"]
+        self.label = f"{data['role']} {data['number']}/{data['total']} {step.name} [{step.service or step.kind}]"
+        self.started = time.monotonic()
+        self.spinner = Spinner("dots")
+
+    def __rich__(self) -> Any:
+        self.spinner.update(text=escape(f"{self.label} {time.monotonic() - self.started:.0f} s"))
+        return self.spinner
+
+
+class Progress:
+    """Console side of the executor's events: plain lines, output indented under its step.
+
+    On a terminal, a live status line shows the running step below its output.
+    """
+
+    def __init__(self, quiet_output: bool = False, live: bool | None = None):
         self.quiet_output = quiet_output
         # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
         self.partial = {"stdout": "", "stderr": ""}
         self.role = "step"
+        self.live = console.is_terminal if live is None else live
+        self._status: Any = None
+
+    def _start_status(self, data: dict[str, Any]) -> None:
+        from rich.live import Live
+
+        self.close()
+        self._status = Live(_RunningStep(data), console=console, refresh_per_second=4, transient=True)
+        self._status.start()
+
+    def close(self) -> None:
+        """Take the live status line away (the step ended, or the run stopped mid-step)."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def _print_output(self, stream: str, text: str) -> None:
         style = "dim" if stream == "stdout" else "yellow"
@@ -230,6 +277,8 @@ class Progress:
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]
             self._header(data)
+            if self.live:
+                self._start_status(data)
         elif kind == "output" and not self.quiet_output and self.role == "step":
             stream = data["stream"]
             text = self.partial[stream] + data["text"]
@@ -237,6 +286,7 @@ class Progress:
             if complete:
                 self._print_output(stream, complete)
         elif kind == "step-end":
+            self.close()
             self._flush()
             step = data["step"]
             if step.status == "skipped":  # a skipped step never started
@@ -248,7 +298,17 @@ class Progress:
                 console.print(f"   [red]- {escape(problem)}[/red]")
 
 
+def _confirm(question: str) -> bool:
+    """Ask y/N on the terminal; Ctrl-D or Ctrl-C at the prompt is a no, not an interrupted run."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        console.print()  # the prompt line was left open
+        return False
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    state.interrupted = True
     raise KeyboardInterrupt
 
 
@@ -284,31 +344,52 @@ def run(
             raise Refused(f"playbook {the_plan.playbook.name} is destructive and there is no terminal to confirm",
                           hint="pass --yes to run it")
         _print_plan(the_plan)
-        if not typer.confirm(f"Run destructive playbook {the_plan.playbook.name}?", default=False):
+        if not _confirm(f"Run destructive playbook {the_plan.playbook.name}?"):
             raise Refused("not confirmed; nothing was run")
     real_command = ""
     if rehearse:
         from runbook.rehearsal import real_run_command
 
         real_command = real_run_command(sys.argv[1:], the_plan.destructive)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    result, report_path = execute(config, the_plan, state.options, on_event=Progress(quiet_output=quiet),
-                                  rollback_on_failure=rollback_on_failure, rehearse=rehearse,
-                                  real_command=real_command)
+    progress = Progress(quiet_output=quiet)
+    try:
+        result, report_path = execute(config, the_plan, state.options, on_event=progress,
+                                      rollback_on_failure=rollback_on_failure, rehearse=rehearse,
+                                      real_command=real_command)
+    finally:
+        progress.close()
     console.print()
     for line in summary_lines(result):
         console.print(escape(line))
+    copy_failed = False
     if report_path is not None:
         console.print(f"report: {report_path}")
         if report is not None:
-            shutil.copyfile(report_path, report)
-            console.print(f"report copied to {report}")
+            copy_failed = not _copy_report(report_path, report)
     if rehearse and result.exit_code == 0:
         console.print("the real run:")
         console.print(f"  {escape(real_command)}", style="bold")
     if result.exit_code:
         err_console.print(f"runbook: error: {escape(result.error or result.status)}")
+        state.interrupted = False  # said in the line above
         raise typer.Exit(result.exit_code)
+    if copy_failed:
+        raise typer.Exit(2)
+
+
+def _copy_report(report_path: Path, dest: Path) -> bool:
+    """Copy the report for --report, owner-only like the original; say so in one line when it cannot."""
+    from runbook.targets.base import create_output_file
+
+    try:
+        with create_output_file(dest) as sink:
+            sink.write(report_path.read_bytes())
+    except OSError as exc:
+        err_console.print(f"runbook: error: cannot copy the report to {escape(str(dest))}: {exc.strerror or exc} "
+                          f"(the report is still at {escape(str(report_path))})")
+        return False
+    console.print(f"report copied to {escape(str(dest))}")
+    return True
 
 
 def _print_note(text: str) -> None:
@@ -322,7 +403,6 @@ def snapshot_cmd() -> None:
     from runbook.snapshot import snapshot_now, summary
 
     config = load_project_config(state.options)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     manifest = snapshot_now(config, make_target(config, state.options), progress=_print_note)
     facts = summary(manifest)
     console.print(f"snapshot {facts['id']} written: {facts['size']}"
@@ -374,10 +454,9 @@ def restore(
                           "to confirm", hint="pass --yes to restore it")
         for key, value in summary(manifest).items():
             console.print(escape(f"  {key}: {value}"))
-        if not typer.confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
-                             "Everything written since is lost", default=False):
+        if not _confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
+                        "Everything written since is lost"):
             raise Refused("not confirmed; nothing was restored")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note)
     for note in outcome.notes:
         console.print(f"   note: {escape(note)}")
@@ -393,6 +472,9 @@ def restore(
 
 def main() -> None:
     """Entry point: the one place errors become an exit code and one line."""
+    # SIGTERM stops every command like Ctrl-C does: exit 130, the report written, no lock left.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
     try:
         # Without standalone mode, a `typer.Exit` raised by a command comes back as the return value.
         code = app(standalone_mode=False)
@@ -417,7 +499,17 @@ def main() -> None:
         if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(2)
-        raise
+        if os.environ.get("RUNBOOK_TRACEBACK"):
+            raise
+        # A bug in runbook: one line, not a traceback; the run's report was written before this.
+        message = " ".join(str(exc).split())
+        err_console.print(f"runbook: internal error: {escape(type(exc).__name__)}: {escape(message)} "
+                          "(set RUNBOOK_TRACEBACK=1 for details)")
+        sys.exit(1)
+    if state.interrupted and code == Interrupted.exit_code:
+        # typer turns a KeyboardInterrupt that leaves a command into a silent exit 130.
+        err_console.print("runbook: interrupted")
+        sys.exit(Interrupted.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -73,7 +73,13 @@ def load_config(project_dir: Path) -> Config:
     path = project_dir / CONFIG_NAME
     if not path.exists():
         return Config(project_dir=project_dir)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
+                          hint="save the file as UTF-8") from exc
     data, lines = load_yaml_with_lines(text, str(path), error=ConfigError)
     if data is None:
         data = {}

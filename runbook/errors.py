@@ -41,7 +41,11 @@ class PlaybookError(InputError):
 
 
 class VariableError(InputError):
-    """An unknown, missing or mistyped playbook variable."""
+    """An unknown, missing or mistyped playbook variable; `variable` names it when it is one."""
+
+    def __init__(self, message: str, *, hint: str | None = None, variable: str | None = None):
+        super().__init__(message, hint=hint)
+        self.variable = variable
 
 
 class RenderError(InputError):

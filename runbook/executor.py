@@ -5,12 +5,15 @@ A failure is data on the RunResult; the caller turns `result.exit_code` into the
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +29,7 @@ from runbook.expect import check_expectations
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
-from runbook.redact import Redactor, is_secret_name
+from runbook.redact import Redactor, StreamRedactor, is_secret_name
 from runbook.rehearsal import Rehearsal
 from runbook.render import evaluate
 from runbook.report import write_report
@@ -57,6 +60,22 @@ class RunContext:
 
     def evaluate(self, expression: str) -> Any:
         return evaluate(expression, self.template_context(), "condition")
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM inside the block: a second Ctrl-C must not lose the lock release or the report."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a run in a thread is not stopped by signals anyway
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in saved:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def build_redactor(config: Config, target: Target, variables: dict[str, Any], plan: Plan) -> Redactor:
@@ -90,6 +109,8 @@ class Executor:
         self._manifest: dict[str, Any] | None = None
         self.on_event = on_event or (lambda kind, data: None)
         self.redactor = Redactor()
+        # None until the history was read: an empty history before is still worth comparing with after.
+        self.history_before: dict[str, list[list[Any]]] | None = None
 
     def _emit(self, kind: str, **data: Any) -> None:
         self.on_event(kind, data)
@@ -140,6 +161,11 @@ class Executor:
         except RunbookError as exc:
             result.status = "error" if exc.exit_code != 1 else "failed"
             result.exit_code, result.error = exc.exit_code, str(exc)
+        except Exception as exc:
+            # A bug: the report below is still written, then the CLI says "internal error" in one line.
+            result.status, result.exit_code = "error", 1
+            result.error = f"internal error: {type(exc).__name__}: {exc}"
+            raise
         finally:
             for step in [*result.steps, *result.checks]:
                 if step.status == "running":
@@ -147,16 +173,17 @@ class Executor:
             result.notes.extend(getattr(self.target, "warnings", []))
             if self.rehearsal is not None:
                 self._leave_rehearsal(result)
-            if database is not None:
-                if self.rehearsal is None:
-                    self._capture_after(database, result)
-                database.close()
-            lock.release()
-            # The console shows the error line too, not only the redacted report.
-            result.error = self.redactor.text(result.error)
-            result.ended = _now()
-            result.duration = round(time.monotonic() - started, 3)
-            report_path = self._write_report(result)
+            if database is not None and self.rehearsal is None:
+                self._capture_after(database, result)  # a Ctrl-C here only skips the history after
+            with signals_held():
+                if database is not None:
+                    database.close()
+                lock.release()
+                # The console shows the error line too, not only the redacted report.
+                result.error = self.redactor.text(result.error)
+                result.ended = _now()
+                result.duration = round(time.monotonic() - started, 3)
+                report_path = self._write_report(result)
         return result, report_path
 
     def _leave_rehearsal(self, result: RunResult) -> None:
@@ -169,7 +196,7 @@ class Executor:
             result.error = self.rehearsal.alarms[0]
 
     def _capture_after(self, database: Database, result: RunResult) -> None:
-        if not result.history_before:
+        if self.history_before is None:
             return
         try:
             result.history_after = database.history()
@@ -188,7 +215,7 @@ class Executor:
         if self.rehearsal is not None:
             self.rehearsal.check(ctx)
         self._emit("stage", name="snapshot")
-        result.history_before = ctx.database.history()
+        result.history_before = self.history_before = ctx.database.history()
         spec = plan.playbook.snapshot
         if self.rehearsal is not None:
             spec = spec.model_copy(update={"database": True})  # the copy is made from the dump
@@ -212,17 +239,22 @@ class Executor:
                     result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
                     self._rollback(ctx, result)
                     return
-        except RunbookError as exc:
-            if exc.exit_code == StepFailed.exit_code:
-                self._rollback(ctx, result)
+        except RunbookError:
+            # Any error once steps may have changed data (a deferred step that cannot render, a lost
+            # database) leaves the data half-repaired: put the snapshot back as for a failed step.
+            self._rollback(ctx, result)
             raise
 
         self._emit("stage", name="verify")
         failed = []
-        for index, planned in enumerate(plan.checks):
-            check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
-            if check.status == "failed":
-                failed.append(check.name)
+        try:
+            for index, planned in enumerate(plan.checks):
+                check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
+                if check.status == "failed":
+                    failed.append(check.name)
+        except RunbookError:
+            self._rollback(ctx, result)
+            raise
         if failed:
             result.status, result.exit_code = "verify-failed", 3
             result.error = f"verification failed: {', '.join(failed)}"
@@ -271,13 +303,17 @@ class Executor:
             record.status, record.note = "skipped", f"skipped: `{planned.when}` is false"
             self._emit("step-end", role=role, number=number, total=total, step=record)
             return record
+        started = time.monotonic()
         if planned.deferred and planned.source is not None:
-            planned = plan_action(planned.source, ctx.template_context(), Commands.from_backend(self.config.backend),
-                                  f"{role} {number} ({planned.name})")
+            try:
+                planned = plan_action(planned.source, ctx.template_context(),
+                                      Commands.from_backend(self.config.backend), f"{role} {number} ({planned.name})")
+            except RunbookError as exc:
+                self._fail(record, exc, started, role, number, total)
+                raise
             record.command = planned.display()
         record.status = "running"
         self._emit("step-start", role=role, number=number, total=total, step=record)
-        started = time.monotonic()
         parsed: Any = None
         rows: list[list[Any]] | None = None
         reasons: list[str] = []
@@ -303,6 +339,10 @@ class Executor:
             record.exit_code, reasons = 1, [exc.message]
             record.stderr += exc.message + "\n"
             self._emit("output", stream="stderr", text=self.redactor.text(exc.message + "\n"))
+        except Exception as exc:
+            # The run stops here (database gone, a bug): this step failed, it was not interrupted.
+            self._fail(record, exc, started, role, number, total)
+            raise
         if planned.parse == "json" and planned.argv is not None and record.exit_code == 0:
             try:
                 parsed = json.loads(record.stdout)
@@ -318,8 +358,17 @@ class Executor:
             ctx.kept[planned.keep] = parsed if parsed is not None else record.stdout
         record.duration = round(time.monotonic() - started, 3)
         record.status = "failed" if record.problems else "ok"
+        # Problems quote expectations and output, which may hold a secret; the console prints them.
+        record.problems = [self.redactor.text(p) for p in record.problems]
         self._emit("step-end", role=role, number=number, total=total, step=record)
         return record
+
+    def _fail(self, record: StepResult, exc: Exception, started: float, role: str, number: int, total: int) -> None:
+        """Record a step that an error stopped, with the error as its problem."""
+        record.status, record.duration = "failed", round(time.monotonic() - started, 3)
+        record.problems.append(self.redactor.text(str(exc) if isinstance(exc, RunbookError)
+                                                  else f"internal error: {type(exc).__name__}: {exc}"))
+        self._emit("step-end", role=role, number=number, total=total, step=record)
 
     def _emit_output(self, stdout: str, stderr: str) -> None:
         for stream, text in (("stdout", stdout), ("stderr", stderr)):
@@ -330,11 +379,24 @@ class Executor:
         service = planned.service or "backend"
         options = exec_options(ctx.config, service, planned.env, planned.workdir, planned.user)
         env = self.rehearsal.pin_env(service, options.env) if self.rehearsal is not None else options.env
-        return ctx.target.exec(
-            service, planned.argv or [], env=env, workdir=options.workdir, user=options.user,
-            timeout=planned.timeout or self.config.step_timeout,
-            on_output=lambda stream, text: self._emit("output", stream=stream, text=self.redactor.text(text)),
-        )
+        # Masked line by line, not chunk by chunk: a secret can arrive split across two chunks.
+        streams = {name: StreamRedactor(self.redactor) for name in ("stdout", "stderr")}
+
+        def on_output(stream: str, text: str) -> None:
+            shown = streams[stream].feed(text)
+            if shown:
+                self._emit("output", stream=stream, text=shown)
+
+        try:
+            return ctx.target.exec(
+                service, planned.argv or [], env=env, workdir=options.workdir, user=options.user,
+                timeout=planned.timeout or self.config.step_timeout, on_output=on_output,
+            )
+        finally:
+            for name, stream in streams.items():
+                rest = stream.flush()
+                if rest:
+                    self._emit("output", stream=name, text=rest)
 
 
 def _format_rows(columns: list[str], rows: list[list[Any]], status: str) -> str:

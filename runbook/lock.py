@@ -12,7 +12,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runbook.errors import LockHeld
+from runbook.errors import EnvironmentNotReady, LockHeld
 from runbook.fsutil import ensure_private_dir
 
 LOCK_NAME = "run.lock"
@@ -25,8 +25,14 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            ensure_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise EnvironmentNotReady(
+                f"cannot create the run lock {self.path}: {exc.strerror}",
+                hint="make the project directory writable, or set `artifacts:` in runbook.yml to a writable directory",
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

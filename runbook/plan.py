@@ -21,6 +21,8 @@ from runbook.render import (
 )
 
 COMMAND_KINDS = ("run", "manage", "alembic", "shell")
+# `run: [sh, -c, SCRIPT]` hands SCRIPT to a shell: it is rendered like a `shell:` step, values quoted.
+SHELLS = frozenset({"sh", "bash", "dash"})
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,24 @@ def _templates_of(action: Action) -> list[str]:
     return texts
 
 
+def shell_script_index(argv: list[str]) -> int | None:
+    """Return the index of the script in a `sh -c SCRIPT` style argv (also bash/dash, `-lc`, `-e -c`)."""
+    if not argv or argv[0].rsplit("/", 1)[-1] not in SHELLS:
+        return None
+    index = 1
+    while index < len(argv) - 1:
+        option = argv[index]
+        if option in ("-o", "+o"):  # takes the next word as its argument
+            index += 2
+            continue
+        if len(option) < 2 or option[0] not in "-+" or option.startswith("--"):
+            return None
+        if "c" in option[1:]:
+            return index + 1
+        index += 1
+    return None
+
+
 def plan_action(action: Action, context: dict[str, Any], commands: Commands, where: str) -> PlannedAction:
     """Render one step; call again at run time with `kept` in the context for deferred steps."""
     known = set(context)
@@ -127,8 +147,10 @@ def plan_action(action: Action, context: dict[str, Any], commands: Commands, whe
         check_names(text, known, where)
     if action.when:
         check_names("{{ " + action.when.strip().strip("{}") + " }}", known, where)
-    if action.shell:
-        check_shell_template(action.shell, where)  # before deferral, so it fails before anything runs
+    script = shell_script_index(action.run) if action.run else None
+    for shell_line in (action.shell, action.run[script] if action.run and script is not None else None):
+        if shell_line:
+            check_shell_template(shell_line, where)  # before deferral, so it fails before anything runs
     deferred = any(needs_runtime(t) for t in _templates_of(action)) and "kept" not in context
     planned = PlannedAction(
         name=action.name,
@@ -176,14 +198,17 @@ def _raw_argv(action: Action, commands: Commands) -> list[str] | None:
 
 
 def _render_argv(action: Action, context: dict[str, Any], commands: Commands, where: str) -> list[str] | None:
-    def render_list(items: list[str]) -> list[str]:
+    def render_list(items: list[str], script: int | None = None) -> list[str]:
         out: list[str] = []
-        for item in items:
-            out.extend(render_argument(item, context, where))
+        for index, item in enumerate(items):
+            if index == script:
+                out.append(render_text(item, context, where, shell=True))
+            else:
+                out.extend(render_argument(item, context, where))
         return out
 
     if action.run:
-        argv = render_list(action.run)
+        argv = render_list(action.run, shell_script_index(action.run))
         if not argv:
             raise RenderError(f"{where}: the command renders to nothing")
         return argv
@@ -200,12 +225,14 @@ def build_plan(playbook: Playbook, variables: dict[str, Any], commands: Commands
     """Render every step and check of a playbook; raise RenderError before anything runs."""
     commands = commands or Commands()
     context = dict(variables)
-    steps = [
-        plan_action(step, context, commands, f"{playbook.source or playbook.name}: step {i} ({step.name})")
-        for i, step in enumerate(playbook.steps, 1)
-    ]
-    checks = [
-        plan_action(check, context, commands, f"{playbook.source or playbook.name}: check {i} ({check.name})")
-        for i, check in enumerate(playbook.verify, 1)
-    ]
+
+    def where(section: str, index: int, role: str, name: str) -> str:
+        # FILE:LINE like a schema error, when the playbook came from a file.
+        line = playbook.lines.get((section, index - 1))
+        return f"{playbook.source or playbook.name}{f':{line}' if line else ''}: {role} {index} ({name})"
+
+    steps = [plan_action(step, context, commands, where("steps", i, "step", step.name))
+             for i, step in enumerate(playbook.steps, 1)]
+    checks = [plan_action(check, context, commands, where("verify", i, "check", check.name))
+              for i, check in enumerate(playbook.verify, 1)]
     return Plan(playbook=playbook, variables=dict(variables), steps=steps, checks=checks)

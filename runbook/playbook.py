@@ -153,6 +153,8 @@ class Playbook(_Strict):
 
     # Not from the file.
     source: str = Field(default="", exclude=True)
+    # Key path -> line in the file, so errors found after loading can point at a line too.
+    lines: dict[Any, int] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("name")
     @classmethod
@@ -206,6 +208,7 @@ def parse_playbook(text: str, source: str) -> Playbook:
         raise PlaybookError(problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems",
                             problems) from exc
     playbook.source = source
+    playbook.lines = lines
     return playbook
 
 
@@ -215,4 +218,7 @@ def load_playbook(path: Path) -> Playbook:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlaybookError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PlaybookError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
+                            hint="save the file as UTF-8") from exc
     return parse_playbook(text, str(path))

@@ -123,3 +123,41 @@ def _mask_assignment(match: re.Match[str]) -> str:
     if value[0] in "\"'":  # keep the quotes so the line still reads as it did
         return head + value[0] + MASK + value[-1]
     return head + MASK
+
+
+class StreamRedactor:
+    """Mask a stream that arrives in chunks: a secret split across two chunks must not slip through.
+
+    Whole lines are released and masked together; a line longer than `max_hold` is released early, all
+    but a tail that may hold the start of a known secret.
+    """
+
+    def __init__(self, redactor: Redactor, max_hold: int = 8192):
+        self.redactor = redactor
+        self.max_hold = max_hold
+        self._pending = ""
+
+    def feed(self, chunk: str) -> str:
+        """Take a chunk; return the masked text that is safe to show now (maybe empty)."""
+        self._pending += chunk
+        cut = self._pending.rfind("\n") + 1
+        if not cut and len(self._pending) > self.max_hold:
+            cut = self._safe_cut(self._pending)
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
+        return self.redactor.text(ready)
+
+    def flush(self) -> str:
+        """Return the masked rest once the stream has ended."""
+        rest, self._pending = self._pending, ""
+        return self.redactor.text(rest)
+
+    def _safe_cut(self, text: str) -> int:
+        # Hold back a tail for the pattern-based masks, and never cut where text ends in the start of a secret.
+        cut = len(text) - 256
+        while cut > 0:
+            overlap = max((k for secret in self.redactor.secrets for k in range(1, min(len(secret), cut + 1))
+                           if text[cut - k:cut] == secret[:k]), default=0)
+            if not overlap:
+                break
+            cut -= overlap
+        return max(cut, 0)

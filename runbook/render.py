@@ -41,12 +41,12 @@ _PLAIN = _make_env(quote=False)
 _SHELL = _make_env(quote=True)
 
 
-def referenced_names(template: str) -> set[str]:
+def referenced_names(template: str, where: str = "") -> set[str]:
     """Return the free names a template uses."""
     try:
         return set(meta.find_undeclared_variables(_PLAIN.parse(template)))
     except TemplateError as exc:
-        raise RenderError(f"template {template!r}: {exc}") from exc
+        raise RenderError(f"{where + ': ' if where else ''}template {template!r}: {exc}") from exc
 
 
 def needs_runtime(template: str) -> bool:
@@ -56,7 +56,7 @@ def needs_runtime(template: str) -> bool:
 
 def check_names(template: str, known: set[str], where: str) -> None:
     """Raise RenderError when a template names a variable the playbook does not define."""
-    unknown = referenced_names(template) - known - RUNTIME_NAMES
+    unknown = referenced_names(template, where) - known - RUNTIME_NAMES
     if unknown:
         names = ", ".join(sorted(unknown))
         raise RenderError(

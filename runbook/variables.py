@@ -7,6 +7,7 @@ from typing import Any
 
 from runbook.errors import VariableError
 from runbook.playbook import Playbook, Variable
+from runbook.redact import MASK, is_secret_name
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -26,6 +27,11 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
     return values
 
 
+def _shown(name: str, spec: Variable, value: Any) -> str:
+    """Return the value as an error message may quote it: a secret's value never reaches the console."""
+    return MASK if spec.secret or is_secret_name(name) else repr(value)
+
+
 def _convert(name: str, spec: Variable, raw: Any) -> Any:
     if not isinstance(raw, str):
         return raw
@@ -33,14 +39,15 @@ def _convert(name: str, spec: Variable, raw: Any) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise VariableError(f"variable {name} must be a whole number, got {raw!r}") from None
+            raise VariableError(f"variable {name} must be a whole number, got {_shown(name, spec, raw)}",
+                                variable=name) from None
     if spec.type == "bool":
         lowered = raw.strip().lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
-        raise VariableError(f"variable {name} must be true or false, got {raw!r}")
+        raise VariableError(f"variable {name} must be true or false, got {_shown(name, spec, raw)}", variable=name)
     if spec.type == "list":
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
@@ -72,7 +79,8 @@ def resolve_variables(playbook: Playbook, given: dict[str, str]) -> dict[str, An
             continue
         if spec.choices is not None and value not in spec.choices:
             raise VariableError(
-                f"variable {name} must be one of {', '.join(map(str, spec.choices))}, got {value!r}"
+                f"variable {name} must be one of {', '.join(map(str, spec.choices))}, got {_shown(name, spec, value)}",
+                variable=name,
             )
         values[name] = value
     return values

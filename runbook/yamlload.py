@@ -36,9 +36,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _walk(node: yaml.Node, path: tuple, lines: LineMap) -> None:
     if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
             child = (*path, key_node.value)
-            lines[child] = key_node.start_mark.line + 1
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                # Here the key's path is known; the loader's own check below catches only what this misses.
+                ident = (key_node.tag, key_node.value)
+                if ident in first:
+                    raise yaml.MarkedYAMLError(
+                        problem=f"{'.'.join(map(str, child))}: duplicate key (first given on line {first[ident]})",
+                        problem_mark=key_node.start_mark,
+                    )
+                first[ident] = line
+            lines[child] = line
             _walk(value_node, child, lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

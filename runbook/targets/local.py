@@ -80,9 +80,9 @@ class LocalTarget:
     ) -> ExecResult:
         if user:
             raise ConfigError("the local target cannot switch user; remove `user:` or use the compose target")
-        cwd = Path(workdir) if workdir else self.workdir
-        if not cwd.is_absolute():
-            cwd = self.workdir / cwd
+        # A relative workdir (backend.workdir, a step's own) is relative to the project dir, as in a container
+        # it is relative to the service's working directory; joining it to self.workdir would apply it twice.
+        cwd = (self.config.project_dir / workdir).resolve() if workdir else self.workdir
         return self._run(argv, cwd, env, subprocess.DEVNULL, subprocess.PIPE, timeout, on_output)
 
     def exec_to_file(
@@ -219,8 +219,11 @@ class LocalTarget:
         settings = settings_from_config(self.config)
         if settings is None:
             env = os.environ
+            port = env.get("PGPORT", "5432")
+            if not port.isdigit():
+                raise ConfigError(f"PGPORT must be a port number, got {port!r}", hint="fix or unset PGPORT")
             settings = DatabaseSettings(
-                host=env.get("PGHOST", "127.0.0.1"), port=int(env.get("PGPORT", "5432")),
+                host=env.get("PGHOST", "127.0.0.1"), port=int(port),
                 user=env.get("PGUSER", "postgres"), password=env.get("PGPASSWORD"),
                 dbname=env.get("PGDATABASE", env.get("PGUSER", "postgres")), via="tcp (PG* environment)",
             )

@@ -86,3 +86,39 @@ def test_local_snapshot_and_restore(shop_project: Path, fresh_db: dict, runbook_
     assert _state(fresh_db) == state
     assert _files(shop_project) == files
     assert "runbook-secret" not in proc.stdout + proc.stderr
+
+
+def test_relative_backend_workdir_on_the_local_target(tmp_path: Path, shop_project: Path, fresh_db: dict,
+                                                     runbook_cli: list[str]) -> None:
+    # The Django project sits in a subdirectory of the project dir, as `workdir: app` in runbook.yml says.
+    project = tmp_path / "deploy"
+    project.mkdir()
+    app = project / "app"
+    shop_project.rename(app)
+    _manage(app, fresh_db, "migrate", "--noinput")
+    _manage(app, fresh_db, "seed", "--rows", "20")
+    config = {
+        "target": "local",
+        "backend": {"workdir": "app", "manage": [sys.executable, "manage.py"],
+                    "env": {k: v for k, v in _env(fresh_db).items()
+                            if k.startswith("DB_") or k == "PYTHONDONTWRITEBYTECODE"}},
+        "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
+                     "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"},
+    }
+    (project / "runbook.yml").write_text(yaml.safe_dump(config))
+    with psycopg.connect(**fresh_db) as conn:
+        deleted = conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact') "
+                               "RETURNING name").fetchall()
+    assert len(deleted) == 3
+
+    proc = _runbook(runbook_cli, project, fresh_db, "run", "fake-initial", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "app/app" not in proc.stdout + proc.stderr
+    with psycopg.connect(**fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM django_migrations "
+                            "WHERE app IN ('customer', 'customer_contact')").fetchone()[0] == 3
+    [snapshot] = (project / ".runbook" / "snapshots").iterdir()
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    # The snapshot found the backend's root (`pwd` in backend.workdir) and archived the app's migrations.
+    assert manifest["files"]["root"] == str(app.resolve())
+    assert sorted(f["path"] for f in manifest["files"]["list"]) == sorted(_files(app))

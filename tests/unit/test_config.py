@@ -96,7 +96,7 @@ def test_duplicate_and_syntax_errors(tmp_path):
     path = write(tmp_path, "target: local\ntarget: compose\n")
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
-    assert str(info.value) == f"{path}:2: duplicate key 'target' (first given on line 1)"
+    assert str(info.value) == f"{path}:2: target: duplicate key (first given on line 1)"
     path = write(tmp_path, "target: [local\n")
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)

@@ -111,6 +111,21 @@ def test_configured_backend_workdir(tmp_path):
     assert local.exec("backend", ["pwd"]).stdout.strip() == str(tmp_path / "app")
 
 
+def test_relative_backend_workdir_is_applied_once(tmp_path):
+    # The executor and snapshot pass backend.workdir to exec again (exec_options): it must not become app/app.
+    from runbook.backend import exec_options
+    from runbook.snapshot import backend_root
+
+    (tmp_path / "app").mkdir()
+    config = Config(project_dir=tmp_path)
+    config.backend.workdir = "app"
+    local = LocalTarget(config)
+    options = exec_options(config, "backend")
+    result = local.exec("backend", ["pwd"], env=options.env, workdir=options.workdir)
+    assert (result.exit_code, result.stdout.strip()) == (0, str(tmp_path / "app"))
+    assert backend_root(local, config) == str(tmp_path / "app")
+
+
 def test_user_is_refused(target):
     with pytest.raises(ConfigError):
         target.exec("db", ["true"], user="postgres")

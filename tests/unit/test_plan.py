@@ -104,7 +104,7 @@ def test_unknown_variable_in_a_step_raises_before_anything_runs():
     with pytest.raises(RenderError) as info:
         build_plan(pb, resolve_variables(pb, {}))
     message = str(info.value)
-    assert message.startswith("d.yml: step 2 (broken): unknown variable app_label")
+    assert message.startswith("d.yml:8: step 2 (broken): unknown variable app_label")
     assert info.value.exit_code == 2
 
 
@@ -123,7 +123,7 @@ def test_unknown_variable_in_when_and_in_verify():
     )
     with pytest.raises(RenderError) as info:
         build_plan(pb, {})
-    assert str(info.value).startswith("d.yml: check 1 (c): unknown variable oops")
+    assert str(info.value).startswith("d.yml:7: check 1 (c): unknown variable oops")
 
 
 def test_quoted_expression_in_shell_step_refused_at_plan_time_even_when_deferred():
@@ -198,3 +198,48 @@ def test_display():
 def test_display_of_multiline_sql_is_one_line():
     action = PlannedAction(name="q", kind="sql", service=None, sql="select 1\n  from t\n where x")
     assert action.display() == "select 1 from t where x"
+
+
+@pytest.mark.parametrize("head", [["sh", "-c"], ["bash", "-c"], ["/bin/dash", "-c"], ["bash", "-lc"],
+                                  ["bash", "-e", "-c"], ["bash", "-o", "pipefail", "-c"]])
+def test_a_shell_script_in_run_quotes_values_like_a_shell_step(head):
+    pb = parse_playbook(
+        "name: d\ndescription: d\nvariables:\n  path: {default: x}\n  apps: {type: list, default: 'a'}\n"
+        f"steps:\n  - name: s\n    run: {head + ['ls {{ path }} {{ apps }}', 'name-$0', '{{ path }}']!r}\n",
+        "d.yml",
+    )
+    argv = build_plan(pb, resolve_variables(pb, {"path": NASTY, "apps": "a b,c"})).steps[0].argv
+    assert argv[:len(head)] == head
+    assert shlex.split(argv[len(head)]) == ["ls", NASTY, "a b", "c"]
+    # Arguments after the script reach the shell as $0, $1...: they are words already and stay unquoted.
+    assert argv[len(head) + 1:] == ["name-$0", NASTY]
+
+
+def test_a_shell_script_in_run_refuses_quoted_expressions_even_when_deferred():
+    pb = parse_playbook(
+        "name: d\ndescription: d\nsteps:\n  - name: s\n    run: [bash, -c, \"echo '{{ kept.x }}'\"]\n", "d.yml"
+    )
+    with pytest.raises(RenderError) as info:
+        build_plan(pb, {})
+    assert "already" in str(info.value)
+
+
+def test_a_run_step_that_is_no_shell_script_is_not_quoted():
+    pb = parse_playbook(
+        "name: d\ndescription: d\nvariables:\n  v: {default: 'a b'}\nsteps:\n"
+        "  - name: s\n    run: [python, -c, 'print({{ v }})']\n  - name: t\n    run: [sh, script.sh, '{{ v }}']\n",
+        "d.yml",
+    )
+    plan = build_plan(pb, resolve_variables(pb, {}))
+    assert plan.steps[0].argv == ["python", "-c", "print(a b)"]
+    assert plan.steps[1].argv == ["sh", "script.sh", "a b"]
+
+
+def test_a_deferred_shell_script_in_run_quotes_kept_values_at_run_time():
+    pb = parse_playbook(
+        "name: d\ndescription: d\nsteps:\n  - name: s\n    run: [sh, -c, 'echo {{ kept.x }}']\n", "d.yml"
+    )
+    planned = build_plan(pb, {}).steps[0]
+    assert planned.deferred
+    again = plan_action(planned.source, {"kept": {"x": NASTY}}, Commands(), "step 1")
+    assert shlex.split(again.argv[2]) == ["echo", NASTY]

@@ -88,7 +88,7 @@ def test_duplicate_key_rejected_with_its_line():
             run: [echo]
         description: again
         """)
-    assert str(err) == "pb.yml:6: duplicate key 'description' (first given on line 2)"
+    assert str(err) == "pb.yml:6: description: duplicate key (first given on line 2)"
 
 
 def test_unknown_key_reported_with_path_and_line():

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from runbook.redact import MASK, Redactor, is_secret_name
+from runbook.redact import MASK, Redactor, StreamRedactor, is_secret_name
 
 
 @pytest.mark.parametrize(
@@ -116,3 +116,32 @@ def test_long_lines_are_masked_quickly():
     out = redactor.text(blob)
     assert time.perf_counter() - start < 2
     assert out.endswith(MASK)
+
+
+def test_stream_masks_a_secret_split_across_chunks():
+    stream = StreamRedactor(Redactor(["hunter22"]))
+    shown = [stream.feed(chunk) for chunk in ("connecting with hun", "ter22 now\nnext ", "line\n", "tail hu")]
+    shown.append(stream.flush())
+    assert "".join(shown) == f"connecting with {MASK} now\nnext line\ntail hu"
+    assert all("hun" not in part for part in shown[:2])
+    assert shown[:3] == ["", f"connecting with {MASK} now\n", "next line\n"]
+
+
+def test_stream_masks_a_secret_assignment_split_across_chunks():
+    stream = StreamRedactor(Redactor())
+    shown = stream.feed("export DB_PASS") + stream.feed("WORD=abc") + stream.feed("def\n")
+    assert shown == f"export DB_PASSWORD={MASK}\n"
+
+
+def test_stream_releases_an_endless_line_but_not_the_start_of_a_secret():
+    stream = StreamRedactor(Redactor(["hunter22"]), max_hold=1000)
+    first = stream.feed("." * 2000 + "hunte")
+    assert first and set(first) == {"."}
+    rest = stream.feed("r22" + "." * 10) + stream.flush()
+    assert first + rest == "." * 2000 + MASK + "." * 10
+    # A prefix of a secret right where the window would cut is held back too.
+    stream = StreamRedactor(Redactor(["hunter22"]), max_hold=1000)
+    text = "." * 1700 + "hunt" + "." * 252
+    first = stream.feed(text)
+    assert not first.endswith(("h", "hu", "hun", "hunt"))
+    assert first + stream.flush() == text

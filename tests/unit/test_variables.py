@@ -146,3 +146,18 @@ def test_string_default_converted_by_type():
         "d.yml",
     )
     assert resolve_variables(pb, {}) == {"n": 7, "l": ["a", "b"], "b": True}
+
+
+@pytest.mark.parametrize("spec, given", [
+    ("db_password: {type: int}", "db_password=s3cr3t-value"),
+    ("code: {type: bool, secret: true}", "code=s3cr3t-value"),
+    ("api_token: {choices: [a, b]}", "api_token=s3cr3t-value"),
+])
+def test_a_bad_secret_value_is_not_echoed(spec, given):
+    pb = parse_playbook(f"name: d\ndescription: d\nvariables:\n  {spec}\nsteps:\n  - name: s\n    run: [echo]\n",
+                        "d.yml")
+    with pytest.raises(VariableError) as info:
+        resolve_variables(pb, parse_assignments([given]))
+    assert "s3cr3t" not in str(info.value)
+    assert "******" in str(info.value)
+

@@ -39,7 +39,7 @@ def test_duplicate_key_rejected_with_both_lines():
     text = "name: a\nsteps:\n  - name: x\n    run: [a]\n    name: y\n"
     with pytest.raises(InputError) as info:
         load_yaml_with_lines(text, "pb.yml")
-    assert str(info.value) == "pb.yml:5: duplicate key 'name' (first given on line 3)"
+    assert str(info.value) == "pb.yml:5: steps.0.name: duplicate key (first given on line 3)"
     assert info.value.exit_code == 2
 
 
@@ -76,3 +76,14 @@ def test_locate_takes_longest_known_prefix():
     assert locate(lines, ("steps", 0, "expect")) == 3
     assert locate(lines, ("description",)) == 1
     assert locate(lines, ()) == 1
+
+
+def test_duplicate_key_in_a_flow_mapping_names_its_path():
+    with pytest.raises(InputError) as info:
+        load_yaml_with_lines("variables:\n  app: {default: a, default: b}\n", "pb.yml")
+    assert str(info.value) == "pb.yml:2: variables.app.default: duplicate key (first given on line 2)"
+
+
+def test_keys_equal_as_text_but_not_as_values_are_two_keys():
+    data, _ = load_yaml_with_lines("expect:\n  json: {'1': a, 1: b}\n", "pb.yml")
+    assert data == {"expect": {"json": {"1": "a", 1: "b"}}}
