@@ -195,6 +195,10 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
         raise typer.Exit(3)
 
 
+# The most of an unfinished output line the console holds back waiting for its newline.
+PARTIAL_LIMIT = 64 * 1024
+
+
 class Progress:
     """Console side of the executor's events: plain lines, output indented under its step."""
 
@@ -236,6 +240,10 @@ class Progress:
             complete, _, self.partial[stream] = text.rpartition("\n")
             if complete:
                 self._print_output(stream, complete)
+            if len(self.partial[stream]) > PARTIAL_LIMIT:
+                # Output with no newline (binary, one huge line): print it in pieces, never hold it whole.
+                self._print_output(stream, self.partial[stream])
+                self.partial[stream] = ""
         elif kind == "step-end":
             self._flush()
             step = data["step"]
