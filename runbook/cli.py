@@ -42,13 +42,16 @@ def global_options(
     target: Annotated[str | None, typer.Option(help="Where steps run: compose or local.")] = None,
     compose_file: Annotated[str | None, typer.Option(help="Compose file (default: as Compose finds it).")] = None,
     project_name: Annotated[str | None, typer.Option(help="Compose project name.")] = None,
+    db_service: Annotated[str | None, typer.Option(help="Compose service of the database (default: db).")] = None,
+    backend_service: Annotated[str | None, typer.Option(
+        help="Compose service of the app (default: backend).")] = None,
 ) -> None:
     from runbook.engine import Options
 
     if target not in (None, "compose", "local"):
         raise typer.BadParameter("must be compose or local", param_hint="--target")
     state.options = Options(project_dir=project_dir, target=target, compose_file=compose_file,
-                            project_name=project_name)
+                            project_name=project_name, db_service=db_service, backend_service=backend_service)
 
 
 @app.command("list")
@@ -230,6 +233,9 @@ class Progress:
             console.print(f"[bold]== {data['name']}[/bold]")
         elif kind == "note":
             console.print(f"   {escape(data['text'])}")
+        elif kind == "warning":
+            self._flush()
+            console.print(f"   [yellow]warning: {escape(data['text'])}[/yellow]")
         elif kind == "step-start":
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]

@@ -112,6 +112,7 @@ def summary_lines(result: RunResult, redactor: Redactor | None = None) -> list[s
         lines.append(f"snapshot: {snapshot_id}{undo}")
     if result.rollback:
         lines.append(_rollback_headline(result.rollback))
+    lines += [f"note: {_oneline(note)}" for note in result.notes]
     return [redactor.text(line) for line in lines] if redactor else lines
 
 
