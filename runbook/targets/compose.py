@@ -676,6 +676,11 @@ class ComposeTarget:
         return uid, gid, mode
 
     def _put(self, container: Any, service: str, directory: str, data: Any) -> None:
+        tmpfs = _tmpfs_holding(container, directory)
+        if tmpfs:
+            # The daemon would write beneath the mount, where nothing in the container sees it.
+            raise StepFailed(f"cannot write into {directory} in {service}: it is on the tmpfs mount {tmpfs}, "
+                             "which Docker's archive API cannot reach")
         try:
             with self._talking(f"writing into {directory} in {container.name}", service,
                                passthrough=(docker.errors.APIError,)):
@@ -687,6 +692,10 @@ class ComposeTarget:
     def _archive(self, service: str, path: str) -> Iterator[tarfile.TarFile]:
         """Fetch path from the container as a tar archive spooled to a temporary file."""
         container = self.container(service)
+        tmpfs = _tmpfs_holding(container, path)
+        if tmpfs:
+            raise StepFailed(f"cannot read {path} in {service}: it is on the tmpfs mount {tmpfs}, "
+                             "which Docker's archive API cannot reach")
         with tempfile.TemporaryFile() as spool:
             try:
                 with self._talking(f"reading {path} in {container.name}", service,
@@ -830,6 +839,18 @@ class _StreamPump:
             with contextlib.suppress(Exception):
                 self._stream.close()
         self._thread.join(timeout=2)
+
+
+def _tmpfs_holding(container: Any, path: str) -> str | None:
+    """Return the tmpfs mount that holds path, if any."""
+    attrs = container.attrs
+    mounts = [m.get("Destination") for m in attrs.get("Mounts") or [] if m.get("Type") == "tmpfs"]
+    mounts += list((attrs.get("HostConfig") or {}).get("Tmpfs") or {})
+    for mount in mounts:
+        mount = str(mount or "").rstrip("/")
+        if mount and (path == mount or path.startswith(mount + "/")):
+            return mount
+    return None
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from runbook.config import Config, DatabaseConfig, ServiceNames
-from runbook.errors import EnvironmentNotReady
+from runbook.errors import EnvironmentNotReady, StepFailed
 from runbook.targets.base import Target
 from runbook.targets.compose import ComposeTarget
 
@@ -311,6 +311,11 @@ def test_persistent_and_non_persistent_paths(target: ComposeTarget) -> None:
     assert target.is_persistent("db", "/var/lib/postgresql/data/PG_VERSION")  # named volume
     assert not target.is_persistent("db", "/etc/hostname-copy")
     assert not target.is_persistent("backend", "/srv/scratch/x.py")  # tmpfs: a mount, gone with the container
+    # Docker's archive API cannot see into a tmpfs mount: a clear error, not a write that silently vanishes.
+    with pytest.raises(StepFailed, match="cannot write into /srv/scratch in backend: it is on the tmpfs mount"):
+        target.write_file("backend", "/srv/scratch/x.py", b"x = 1\n")
+    with pytest.raises(StepFailed, match="cannot read /srv/scratch/x.py in backend: it is on the tmpfs mount"):
+        target.read_file("backend", "/srv/scratch/x.py")
 
     target.write_file("backend", "/opt/rbtest/note.txt", b"gone after a recreate\n")
     assert target.read_file("backend", "/opt/rbtest/note.txt") == b"gone after a recreate\n"
