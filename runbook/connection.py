@@ -32,10 +32,12 @@ def open_database(target: Target, settings: DatabaseSettings, application_name: 
         if not is_network_failure(exc.__cause__ or exc):
             raise
         where = f"{settings.host}:{settings.port}"
-        note = (f"no network path to PostgreSQL at {where} ({exc.message}); SQL ran through psql in the db "
+        # psycopg says `connection failed: connection to server at "h", port p failed: Connection refused`.
+        reason = (str(exc.__cause__ or exc).strip().splitlines() or ["?"])[0].rsplit(": ", 1)[-1]
+        note = (f"no network path to PostgreSQL at {where} ({reason}); SQL ran through psql in the db "
                 "service instead; only the host lock guarded this run")
         fallback = PsqlDatabase(target, dataclasses.replace(settings, via=PSQL_VIA, extra=dict(settings.extra)),
                                 note=note)
-        fallback.probe(f"database unreachable at {where}/{settings.dbname} ({exc.message})")
+        fallback.probe(f"database unreachable at {where}/{settings.dbname} ({reason})")
         return fallback
     return database

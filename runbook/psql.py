@@ -86,8 +86,9 @@ class PsqlDatabase(Database):
             self.query("SELECT 1", timeout=30)
         except (EnvironmentNotReady, StepFailed) as exc:
             service = self.settings.extra.get("service", "db")
+            said = str(exc.__cause__).removeprefix("psql: error: ") if exc.__cause__ else exc.message
             raise EnvironmentNotReady(
-                f"{why}; psql inside the {service} service cannot connect either: {exc.message}",
+                f"{why}; psql inside the {service} service cannot connect either: {said}",
                 hint=f"is PostgreSQL running in the {service} service? see `docker compose logs {service}`",
             ) from exc
 
@@ -119,7 +120,7 @@ class PsqlDatabase(Database):
         if result.exit_code != 0:
             message = (result.stderr.strip().splitlines() or [f"psql exited {result.exit_code}"])[0]
             if result.exit_code == 2 or "connection to server" in message:
-                raise explain_connect_error(self.settings, RuntimeError(message))
+                raise explain_connect_error(self.settings, RuntimeError(message)) from RuntimeError(message)
             raise StepFailed(f"SQL failed: {message.removeprefix('ERROR:').strip()}")
         return parse_csv_output(result.stdout)
 
