@@ -1,8 +1,8 @@
 """The compose target: commands and files in the containers of a running Compose project, via the docker SDK.
 
 Containers are found by Compose's labels, so stacks started by Compose v1 and v2 both work and no docker
-CLI output is ever parsed. Every command runs under a small `sh` wrapper that records its pid, so a
-timeout or Ctrl-C can stop it inside the container (a dropped API connection alone would not).
+CLI output is ever parsed. Every command runs under a small `sh` wrapper that carries a marker, so a
+timeout or Ctrl-C can find and stop it inside the container (a dropped API connection alone would not).
 Every call to the Docker API goes through `_talking`, which turns whatever the SDK or its transport raises
 into one EnvironmentNotReady line.
 """
