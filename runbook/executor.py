@@ -123,7 +123,7 @@ class Executor:
             result.target["database_path"] = database.settings.via  # psql when the network path failed
             if isinstance(database, PsqlDatabase):
                 result.notes.append(database.note)
-                self._emit("warning", text=database.note)
+                self._emit("warning", text=self.redactor.text(database.note))
             database.lock_run()
             ctx = RunContext(self.config, self.target, database, dict(plan.variables))
             self._run_stages(plan, ctx, result)
