@@ -64,6 +64,8 @@ STREAM_VIA_SDK_ENV = "RUNBOOK_STREAM_VIA_SDK"
 # Names the file a command reads as stdin on that path.
 STDIN_FILE_ENV = "RUNBOOK_STDIN_FILE"
 TAR_CHUNK = 256 * 1024
+# check_ready trusts a container list younger than this (the executor calls it right after describe()).
+FRESH_LIST = 1.0
 
 # $0 names the wrapper in error messages ("runbook-exec: 1: foo: not found"); $1 is the marker, shifted
 # away; "$@" is the argv, never re-parsed by a shell. The marker in the wrapper's command line finds it
@@ -152,6 +154,7 @@ class ComposeTarget:
         self._client: Any = None
         self._project: ComposeProject | None = None
         self._containers: dict[str, Any] = {}
+        self._listed_at = float("-inf")  # when the project's containers were last listed (monotonic)
 
     # --- Docker and the project ----------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class ComposeTarget:
         project = self.project
         with self._talking(f"listing the containers of project {project.name!r}"):
             summaries = self.client.api.containers(all=True, filters={"label": f"{PROJECT_LABEL}={project.name}"})
+        self._listed_at = time.monotonic()
         found = group_by_service(ContainerInfo.from_summary(s) for s in summaries)
         for service in services:
             name = self.service_name(service)
@@ -222,6 +226,9 @@ class ComposeTarget:
                                           hint="run again once the stack is up") from exc
 
     def check_ready(self, services: Sequence[str]) -> None:
+        known = all(self.service_name(s) in self._containers for s in services)
+        if known and time.monotonic() - self._listed_at < FRESH_LIST:
+            return  # describe() listed them a moment ago
         # A fresh list says whether each service still runs; a container seen before is not inspected again.
         self._resolve(services)
 

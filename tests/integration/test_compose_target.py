@@ -523,7 +523,10 @@ def test_one_container_list_and_one_inspect_per_service_before_the_steps(stack: 
     target.describe()
     target.check_ready(["db", "backend"])
     target.database_settings()
-    assert calls == {"containers": 2, "inspect_container": 2}
+    assert calls == {"containers": 1, "inspect_container": 2}
     for _ in range(3):
         assert target.exec("backend", ["true"]).exit_code == 0
-    assert calls == {"containers": 2, "inspect_container": 2}  # steps reuse what was found
+    assert calls == {"containers": 1, "inspect_container": 2}  # steps reuse what was found
+    time.sleep(1.1)
+    target.check_ready(["db", "backend"])  # later, a check lists again but need not inspect again
+    assert calls == {"containers": 2, "inspect_container": 2}
