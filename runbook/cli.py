@@ -44,13 +44,16 @@ def global_options(
     target: Annotated[str | None, typer.Option(help="Where steps run: compose or local.")] = None,
     compose_file: Annotated[str | None, typer.Option(help="Compose file (default: as Compose finds it).")] = None,
     project_name: Annotated[str | None, typer.Option(help="Compose project name.")] = None,
+    db_service: Annotated[str | None, typer.Option(help="Compose service of the database (default: db).")] = None,
+    backend_service: Annotated[str | None, typer.Option(
+        help="Compose service of the app (default: backend).")] = None,
 ) -> None:
     from runbook.engine import Options
 
     if target not in (None, "compose", "local"):
         raise typer.BadParameter("must be compose or local", param_hint="--target")
     state.options = Options(project_dir=project_dir, target=target, compose_file=compose_file,
-                            project_name=project_name)
+                            project_name=project_name, db_service=db_service, backend_service=backend_service)
 
 
 @app.command("list")
@@ -208,6 +211,10 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
         raise typer.Exit(3)
 
 
+# The most of an unfinished output line the console holds back waiting for its newline.
+PARTIAL_LIMIT = 64 * 1024
+
+
 class _RunningStep:
     """The live status line of the step under way: spinner, step, service, seconds so far."""
 
@@ -273,6 +280,9 @@ class Progress:
             console.print(f"[bold]== {data['name']}[/bold]")
         elif kind == "note":
             console.print(f"   {escape(data['text'])}")
+        elif kind == "warning":
+            self._flush()
+            console.print(f"   [yellow]warning: {escape(data['text'])}[/yellow]")
         elif kind == "step-start":
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]
@@ -285,6 +295,10 @@ class Progress:
             complete, _, self.partial[stream] = text.rpartition("\n")
             if complete:
                 self._print_output(stream, complete)
+            if len(self.partial[stream]) > PARTIAL_LIMIT:
+                # Output with no newline (binary, one huge line): print it in pieces, never hold it whole.
+                self._print_output(stream, self.partial[stream])
+                self.partial[stream] = ""
         elif kind == "step-end":
             self.close()
             self._flush()

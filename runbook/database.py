@@ -51,6 +51,14 @@ def explain_connect_error(settings: DatabaseSettings, exc: Exception) -> Environ
                                hint="is the db service running and accepting connections?")
 
 
+def is_network_failure(exc: BaseException) -> bool:
+    """Say whether a failed connect never reached a server that answered (refused, timed out, no route)."""
+    lowered = str(exc).lower()
+    answered = ("password", "authentication", "does not exist", "pg_hba.conf", "permission denied",
+                "too many clients", "ssl")
+    return not any(word in lowered for word in answered)
+
+
 class Database:
     """One connection for a whole run, opened on first use, autocommit so each statement stands alone."""
 
@@ -59,12 +67,14 @@ class Database:
         # Shown in pg_stat_activity, which is how a second run names the holder of the lock.
         self.application_name = application_name[:63]
         self._conn: psycopg.Connection | None = None
+        self._timeout_ms: int | None = None  # the statement_timeout this session has; None: the server's
 
     def connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(**self.settings.conninfo(), autocommit=True,
                                              application_name=self.application_name)
+                self._timeout_ms = None
             except psycopg.Error as exc:
                 raise explain_connect_error(self.settings, exc) from exc
         return self._conn
@@ -79,24 +89,43 @@ class Database:
         text: str,
         params: dict[str, Any] | None = None,
         identifiers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> tuple[list[str], list[list[Any]], str]:
-        """Run SQL; return column names, rows and the status line. Errors raise StepFailed."""
+        """Run SQL; return column names, rows and the status line. Errors raise StepFailed.
+
+        With timeout (seconds) the server cancels the statement after that long, and StepFailed says so.
+        """
         statement: sql.Composable = sql.SQL(text)  # type: ignore[arg-type]
         if identifiers:
             statement = sql.SQL(text).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})  # type: ignore[arg-type]
         conn = self.connect()
         try:
             with conn.cursor() as cur:
+                self._set_timeout(cur, timeout)
                 cur.execute(statement, params or None)
                 columns = [c.name for c in cur.description] if cur.description else []
                 rows = [[_plain(v) for v in row] for row in cur.fetchall()] if cur.description else []
                 return columns, rows, cur.statusmessage or ""
+        except psycopg.errors.QueryCanceled as exc:
+            raise StepFailed(f"SQL timed out after {timeout:g} s and was cancelled" if timeout
+                             else f"SQL was cancelled: {str(exc).strip().splitlines()[0]}") from exc
         except psycopg.OperationalError as exc:
             if conn.closed:
                 raise explain_connect_error(self.settings, exc) from exc
             raise StepFailed(f"SQL failed: {str(exc).strip().splitlines()[0]}") from exc
         except psycopg.Error as exc:
             raise StepFailed(f"SQL failed: {str(exc).strip().splitlines()[0]}") from exc
+
+    def _set_timeout(self, cur: psycopg.Cursor, timeout: float | None) -> None:
+        """Give this statement the step's time limit; statements of runbook's own keep the session's."""
+        wanted = max(1, int(timeout * 1000)) if timeout else None
+        if wanted == self._timeout_ms:
+            return  # a round trip only when the limit changes, not for every statement
+        if wanted is None:
+            cur.execute("RESET statement_timeout")
+        else:
+            cur.execute("SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",))
+        self._timeout_ms = wanted
 
     def table_exists(self, name: str) -> bool:
         # 0/1, not a boolean: psql prints booleans as the strings t and f.

@@ -22,6 +22,8 @@ class Options:
     target: str | None = None
     compose_file: str | None = None
     project_name: str | None = None
+    db_service: str | None = None
+    backend_service: str | None = None
 
 
 def load_project_config(options: Options) -> Config:
@@ -31,6 +33,10 @@ def load_project_config(options: Options) -> Config:
     config = load_config(project_dir)
     if options.target:
         config.target = options.target  # type: ignore[assignment]
+    if options.db_service:
+        config.services.db = options.db_service
+    if options.backend_service:
+        config.services.backend = options.backend_service
     return config
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from runbook.actions import get_action
 from runbook.backend import exec_options
 from runbook.config import Config
-from runbook.connection import PSQL_NOTE, open_database
+from runbook.connection import open_database
 from runbook.database import Database
 from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
 from runbook.expect import check_expectations
@@ -132,6 +132,9 @@ class Executor:
             checks=[self._placeholder(a) for a in plan.checks],
             rehearsal=self.rehearsal is not None,
         )
+        if hasattr(self.target, "on_warning"):
+            # Shown on the console when raised; the report lists them among its notes at the end.
+            self.target.on_warning = lambda text: self._emit("warning", text=self.redactor.text(text))
         lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
         try:
@@ -145,8 +148,10 @@ class Executor:
             result.target["database_path"] = settings.via
             database = open_database(self.target, settings, application_name=(
                 f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            result.target["database_path"] = database.settings.via  # psql when the network path failed
             if isinstance(database, PsqlDatabase):
-                result.notes.append(PSQL_NOTE)
+                result.notes.append(database.note)
+                self._emit("warning", text=self.redactor.text(database.note))
             database.lock_run()
             ctx = RunContext(self.config, self.target, database, dict(plan.variables))
             self._run_stages(plan, ctx, result)
@@ -326,7 +331,8 @@ class Executor:
                 if exec_result.timed_out:
                     record.problems.append(f"timed out after {planned.timeout or self.config.step_timeout} s")
             elif planned.sql is not None:
-                columns, rows, status = ctx.database.query(planned.sql, planned.params, planned.identifiers)
+                columns, rows, status = ctx.database.query(planned.sql, planned.params, planned.identifiers,
+                                                           timeout=planned.timeout or self.config.step_timeout)
                 record.exit_code = 0
                 record.stdout = _format_rows(columns, rows, status)
                 parsed = rows

@@ -65,12 +65,32 @@ def parse_csv_output(output: str) -> tuple[list[str], list[list[Any]], str]:
     return columns, rows, f"SELECT {len(rows)}"
 
 
+# runbook's own queries (history rows, counts) when no step's timeout applies.
+DEFAULT_TIMEOUT = 600.0
+# psql waits this long for the server before giving up, as psycopg does.
+CONNECT_TIMEOUT = "5"
+
+
 class PsqlDatabase(Database):
     """The Database interface over `psql` runs in the db service."""
 
-    def __init__(self, target: Target, settings: DatabaseSettings):
+    def __init__(self, target: Target, settings: DatabaseSettings, note: str = ""):
         super().__init__(settings)
         self.target = target
+        # For the report: why SQL goes this way.
+        self.note = note
+
+    def probe(self, why: str) -> None:
+        """Prove psql in the db service reaches the server; else one line with both failures (exit 4)."""
+        try:
+            self.query("SELECT 1", timeout=30)
+        except (EnvironmentNotReady, StepFailed) as exc:
+            service = self.settings.extra.get("service", "db")
+            said = str(exc.__cause__).removeprefix("psql: error: ") if exc.__cause__ else exc.message
+            raise EnvironmentNotReady(
+                f"{why}; psql inside the {service} service cannot connect either: {said}",
+                hint=f"is PostgreSQL running in the {service} service? see `docker compose logs {service}`",
+            ) from exc
 
     def connect(self):  # type: ignore[override]
         raise EnvironmentNotReady("no direct connection to the database on this path (psql in the db service)")
@@ -79,19 +99,28 @@ class PsqlDatabase(Database):
         return None
 
     def query(self, text: str, params: dict[str, Any] | None = None,
-              identifiers: dict[str, str] | None = None) -> tuple[list[str], list[list[Any]], str]:
+              identifiers: dict[str, str] | None = None,
+              timeout: float | None = None) -> tuple[list[str], list[list[Any]], str]:
         statement = compose_client_side(text, params, identifiers)
-        env = {"PGPASSWORD": self.settings.password} if self.settings.password else {}
+        env = {"PGCONNECT_TIMEOUT": CONNECT_TIMEOUT}
+        if self.settings.password:
+            env["PGPASSWORD"] = self.settings.password
+        if timeout:
+            # The server cancels the statement too: killing psql alone would leave it running.
+            env["PGOPTIONS"] = f"-c statement_timeout={max(1, int(timeout * 1000))}"
+        limit = timeout + 5 if timeout else DEFAULT_TIMEOUT
         result = self.target.exec(
             "db",
             ["psql", "-X", "--csv", "-v", "ON_ERROR_STOP=1", "-P", f"null={NULL_MARK}",
              "-U", self.settings.user, "-d", self.settings.dbname, "-c", statement],
-            env=env, timeout=600,
+            env=env, timeout=limit,
         )
+        if result.timed_out or "canceling statement due to statement timeout" in result.stderr:
+            raise StepFailed(f"SQL timed out after {timeout or limit:g} s and was cancelled")
         if result.exit_code != 0:
             message = (result.stderr.strip().splitlines() or [f"psql exited {result.exit_code}"])[0]
             if result.exit_code == 2 or "connection to server" in message:
-                raise explain_connect_error(self.settings, RuntimeError(message))
+                raise explain_connect_error(self.settings, RuntimeError(message)) from RuntimeError(message)
             raise StepFailed(f"SQL failed: {message.removeprefix('ERROR:').strip()}")
         return parse_csv_output(result.stdout)
 

@@ -116,6 +116,7 @@ def summary_lines(result: RunResult, redactor: Redactor | None = None) -> list[s
         lines.append(_rollback_headline(result.rollback))
     if result.rehearsal:
         lines.extend(rehearsal_lines(result.rehearsed_on))
+    lines += [f"note: {_oneline(note)}" for note in result.notes]
     return [redactor.text(line) for line in lines] if redactor else lines
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 HEAD_CHARS = 512 * 1024
 TAIL_CHARS = 512 * 1024
 
@@ -13,7 +15,9 @@ class OutputBuffer:
         self._head_limit, self._tail_limit = head, tail
         self._head: list[str] = []
         self._head_size = 0
-        self._tail = ""
+        # Chunks, not one string: trimming the front then costs O(chunk), never a copy of the whole tail.
+        self._tail: deque[str] = deque()
+        self._tail_size = 0
         self.dropped = 0
 
     @property
@@ -26,15 +30,31 @@ class OutputBuffer:
             self._head.append(text[:room])
             self._head_size += min(room, len(text))
             text = text[room:]
-        if text:
-            self._tail += text
-            if len(self._tail) > self._tail_limit:
-                cut = len(self._tail) - self._tail_limit
-                self.dropped += cut
-                self._tail = self._tail[cut:]
+        if not text:
+            return
+        if len(text) > self._tail_limit:
+            self.dropped += len(text) - self._tail_limit + self._tail_size
+            self._tail.clear()
+            self._tail_size = 0
+            text = text[-self._tail_limit:]
+        self._tail.append(text)
+        self._tail_size += len(text)
+        excess = self._tail_size - self._tail_limit
+        while excess > 0:
+            first = self._tail[0]
+            if len(first) <= excess:
+                self._tail.popleft()
+                cut = len(first)
+            else:
+                self._tail[0] = first[excess:]
+                cut = excess
+            self._tail_size -= cut
+            self.dropped += cut
+            excess -= cut
 
     def text(self) -> str:
         head = "".join(self._head)
+        tail = "".join(self._tail)
         if not self.dropped:
-            return head + self._tail
-        return f"{head}\n[... {self.dropped} characters cut by runbook ...]\n{self._tail}"
+            return head + tail
+        return f"{head}\n[... {self.dropped} characters cut by runbook ...]\n{tail}"

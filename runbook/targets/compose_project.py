@@ -71,7 +71,10 @@ def find_compose_file(
     configured: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Path | None:
-    """Return the compose file Compose would use: argument > runbook.yml > COMPOSE_FILE > default names."""
+    """Return the compose file Compose would use: argument > runbook.yml > COMPOSE_FILE > default names.
+
+    A default name is looked for in project_dir, then in each parent directory, as Compose does.
+    """
     env = os.environ if env is None else env
     named, origin = compose_file, "--compose-file"
     if not named:
@@ -86,9 +89,11 @@ def find_compose_file(
             raise ConfigError(f"compose file {path} (from {origin}) does not exist",
                               hint="fix the path or run runbook in the directory of your compose file")
         return path
-    for candidate in DEFAULT_FILES:
-        if (project_dir / candidate).is_file():
-            return project_dir / candidate
+    # Like Compose: when the directory holds none, the nearest parent directory that does.
+    for directory in (project_dir, *project_dir.parents):
+        for candidate in DEFAULT_FILES:
+            if (directory / candidate).is_file():
+                return directory / candidate
     return None
 
 
@@ -116,8 +121,12 @@ def resolve_project(
 ) -> ComposeProject:
     """Choose the project name: argument > runbook.yml > COMPOSE_PROJECT_NAME > `name:` > directory."""
     project_dir = project_dir.resolve()
-    env = {**read_dotenv(project_dir), **(os.environ if env is None else env)}
+    process_env = os.environ if env is None else env
+    env = {**read_dotenv(project_dir), **process_env}
     path = find_compose_file(project_dir, compose_file=compose_file, configured=configured_file, env=env)
+    if path is not None and path.parent != project_dir:
+        # Compose reads `.env` from the project directory: the compose file's, when it was found above.
+        env = {**read_dotenv(path.parent), **process_env}
     candidates: list[tuple[str | None, str]] = [
         (project_name, "--project-name"),
         (configured_name, "compose.project in runbook.yml"),

@@ -7,6 +7,7 @@ RUNBOOK_SKIP_DOCKER=1 says to skip them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ import psycopg
 import pytest
 
 from runbook.config import Config, DatabaseConfig, ServiceNames
-from runbook.errors import EnvironmentNotReady
+from runbook.errors import EnvironmentNotReady, StepFailed
 from runbook.targets.base import Target
 from runbook.targets.compose import ComposeTarget
 
@@ -239,7 +240,7 @@ def test_no_pid_files_are_left_behind(target: ComposeTarget) -> None:
     target.exec("backend", ["true"])
     target.exec("backend", ["sleep", "5"], timeout=0.3)
     listing = target.exec("backend", ["sh", "-c", "ls -a /tmp | grep -c runbook- || true"]).stdout
-    assert listing.strip() == "1"  # the pid file of this very `ls`
+    assert listing.strip() == "0"  # the stopper finds commands by their marker: no pid files at all
 
 
 def test_exec_latency(target: ComposeTarget) -> None:
@@ -309,6 +310,12 @@ def test_persistent_and_non_persistent_paths(target: ComposeTarget) -> None:
     assert not target.is_persistent("backend", "/srv/application.py")
     assert target.is_persistent("db", "/var/lib/postgresql/data/PG_VERSION")  # named volume
     assert not target.is_persistent("db", "/etc/hostname-copy")
+    assert not target.is_persistent("backend", "/srv/scratch/x.py")  # tmpfs: a mount, gone with the container
+    # Docker's archive API cannot see into a tmpfs mount: a clear error, not a write that silently vanishes.
+    with pytest.raises(StepFailed, match="cannot write into /srv/scratch in backend: it is on the tmpfs mount"):
+        target.write_file("backend", "/srv/scratch/x.py", b"x = 1\n")
+    with pytest.raises(StepFailed, match="cannot read /srv/scratch/x.py in backend: it is on the tmpfs mount"):
+        target.read_file("backend", "/srv/scratch/x.py")
 
     target.write_file("backend", "/opt/rbtest/note.txt", b"gone after a recreate\n")
     assert target.read_file("backend", "/opt/rbtest/note.txt") == b"gone after a recreate\n"
@@ -405,16 +412,19 @@ def test_docker_unreachable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_unknown_project(stack: None, tmp_path: Path) -> None:
     target = ComposeTarget(Config(project_dir=tmp_path), project_name="rbtest-nothing-here")
-    with pytest.raises(EnvironmentNotReady, match="no Compose project 'rbtest-nothing-here'") as caught:
+    with pytest.raises(EnvironmentNotReady) as caught:
         target.check_ready(["db"])
-    assert "docker compose up -d" in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 4
+    assert str(caught.value) == ("no Compose project 'rbtest-nothing-here' (name from --project-name) is running "
+                                 "here (start it with `docker compose up -d` or pass --project-name)")
 
 
 def test_missing_service_names_the_running_ones(stack: None, tmp_path: Path) -> None:
     config = Config(project_dir=tmp_path, services=ServiceNames(backend="web"))
     target = ComposeTarget(config, project_name=PROJECT)
-    with pytest.raises(EnvironmentNotReady, match=r"no service 'web' \(running services: backend, db\)"):
+    with pytest.raises(EnvironmentNotReady, match=r"no service 'web' \(running services: backend, db\)") as caught:
         target.check_ready(["db", "backend"])
+    assert caught.value.exit_code == 4
 
 
 def test_stopped_service(target: ComposeTarget, docker_client: docker.DockerClient) -> None:
@@ -427,8 +437,9 @@ def test_stopped_service(target: ComposeTarget, docker_client: docker.DockerClie
             target.exec("backend", ["true"])  # cached container gone stale: looked up again
         with pytest.raises(EnvironmentNotReady, match=stopped):
             target.list_files("backend", "/srv/app")
-        with pytest.raises(EnvironmentNotReady, match="docker compose start backend"):
+        with pytest.raises(EnvironmentNotReady, match="docker compose start backend") as caught:
             target.check_ready(["backend"])
+        assert caught.value.exit_code == 4
     finally:
         container.start()
     target.check_ready(["backend"])
@@ -448,3 +459,74 @@ def test_two_containers_for_one_service(target: ComposeTarget, app_dir: Path,
         assert target.exec("backend", ["true"]).exit_code == 0
     finally:
         compose("up", "-d", "--no-recreate", "--scale", "backend=1", "backend", app_dir=app_dir)
+
+
+def test_a_container_stopped_between_create_and_start_is_one_line(target: ComposeTarget,
+                                                                   docker_client: docker.DockerClient) -> None:
+    container = docker_client.containers.get(container_name(docker_client, "backend"))
+    _, exec_id = target._exec_create("backend", ["true"], None, None, None)
+    container.stop(timeout=1)
+    try:
+        # The daemon answers 404 or 409 to starting it now: that is the step's service gone, not a traceback.
+        with pytest.raises(EnvironmentNotReady) as caught:
+            target._collect(exec_id, "true in backend", "backend", 10)
+    finally:
+        container.start()
+    assert caught.value.exit_code == 4
+    message = str(caught.value)
+    assert message.startswith("service backend stopped during the step (")
+    assert message.endswith("(start it with `docker compose up -d backend`)") and "\n" not in message
+    assert target.exec("backend", ["true"]).exit_code == 0  # looked up again, not the stale container
+
+
+def test_files_stream_through_the_sdk_path_that_ssh_takes(stack: None, tmp_path: Path) -> None:
+    target = ComposeTarget(Config(project_dir=tmp_path), project_name=PROJECT, stream_via_sdk=True)
+    assert not target.hijack_supported(stdin=True) and not target.hijack_supported(stdin=False)
+    assert ComposeTarget(Config(project_dir=tmp_path), project_name=PROJECT).hijack_supported(stdin=True)
+    payload = os.urandom(3 * 1024 * 1024 + 17)  # not a multiple of the tar block or the chunk size
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    # stdin: copied in with put_archive, read from there by the command, removed afterwards.
+    result = target.exec_from_file("db", ["sh", "-c", "sha256sum; echo to-stderr >&2"], source)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split()[0] == hashlib.sha256(payload).hexdigest()
+    assert result.stderr == "to-stderr\n"
+    leftovers = target.exec("db", ["sh", "-c", "ls -a /tmp | grep -c '^.runbook-' || true"]).stdout
+    assert leftovers.strip() == "0"
+    # stdout: the SDK's demuxed stream written to the file chunk by chunk; stderr kept apart.
+    dest = tmp_path / "out.bin"
+    result = target.exec_to_file("db", ["sh", "-c", "head -c 4000000 /dev/zero; echo done >&2"], dest)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "done\n")
+    assert dest.read_bytes() == b"\0" * 4000000
+    assert dest.stat().st_mode & 0o777 == 0o600
+    # A failing command keeps its exit code on this path too.
+    assert target.exec_to_file("db", ["sh", "-c", "exit 7"], tmp_path / "none.bin").exit_code == 7
+
+
+def test_one_container_list_and_one_inspect_per_service_before_the_steps(stack: None, tmp_path: Path) -> None:
+    calls: dict[str, int] = {"containers": 0, "inspect_container": 0}
+
+    def counting_client() -> docker.DockerClient:
+        client = docker.from_env()
+        for name in calls:
+            real = getattr(client.api, name)
+
+            def counted(*args, _real=real, _name=name, **kwargs):
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            setattr(client.api, name, counted)
+        return client
+
+    target = ComposeTarget(Config(project_dir=tmp_path), project_name=PROJECT, client_factory=counting_client)
+    # What the executor does before the first step.
+    target.describe()
+    target.check_ready(["db", "backend"])
+    target.database_settings()
+    assert calls == {"containers": 1, "inspect_container": 2}
+    for _ in range(3):
+        assert target.exec("backend", ["true"]).exit_code == 0
+    assert calls == {"containers": 1, "inspect_container": 2}  # steps reuse what was found
+    time.sleep(1.1)
+    target.check_ready(["db", "backend"])  # later, a check lists again but need not inspect again
+    assert calls == {"containers": 2, "inspect_container": 2}

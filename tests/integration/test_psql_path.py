@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,11 +85,14 @@ def isolated_stack(tmp_path_factory) -> Iterator[Path]:
     db = docker.from_env().containers.list(filters={"label": ["com.docker.compose.project=rbpsql",
                                                               "com.docker.compose.service=db"]})[0]
     for _ in range(120):
-        if db.exec_run(["pg_isready", "-q", "-U", "runbook", "-d", "shop"]).exit_code == 0:
+        # First start answers on its socket while it initialises, then restarts: wait for the real server.
+        if (b"starting postgres on" in db.logs()
+                and db.exec_run(["pg_isready", "-q", "-U", "runbook", "-d", "shop"]).exit_code == 0):
             break
-        import time
-
         time.sleep(0.5)
+    else:
+        subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
+        pytest.fail("the db service of the rbpsql stack never became ready (pg_isready failed for 60 s)")
     try:
         yield directory
     finally:

@@ -94,6 +94,43 @@ def test_directory_name_without_any_compose_file(tmp_path: Path) -> None:
     assert (project.name, project.compose_file) == ("my_project", None)
 
 
+def test_compose_file_is_found_in_a_parent_directory(tmp_path: Path) -> None:
+    directory = _project_dir(tmp_path, name="Shop")
+    sub = directory / "app" / "deep"
+    sub.mkdir(parents=True)
+    assert find_compose_file(sub, env={}) == directory / "compose.yaml"
+    project = resolve_project(sub, env={})
+    # Named after the compose file's directory, as Compose does, not the one runbook was started in.
+    assert (project.name, project.compose_file) == ("shop", directory / "compose.yaml")
+
+
+def test_the_nearest_compose_file_wins(tmp_path: Path) -> None:
+    outer = _project_dir(tmp_path, name="outer")
+    inner = outer / "inner"
+    inner.mkdir()
+    (inner / "docker-compose.yml").write_text("services: {}\n")
+    assert find_compose_file(inner / ".", env={}) == inner / "docker-compose.yml"
+    assert resolve_project(inner, env={}).name == "inner"
+
+
+def test_dotenv_is_read_next_to_a_compose_file_found_above(tmp_path: Path) -> None:
+    directory = _project_dir(tmp_path, name="Shop")
+    (directory / ".env").write_text("COMPOSE_PROJECT_NAME=from-dotenv\n")
+    sub = directory / "sub"
+    sub.mkdir()
+    (sub / ".env").write_text("COMPOSE_PROJECT_NAME=from-subdir\n")
+    assert resolve_project(sub, env={}).name == "from-dotenv"
+    assert resolve_project(sub, env={"COMPOSE_PROJECT_NAME": "real"}).name == "real"
+
+
+def test_a_named_compose_file_is_not_searched_for_above(tmp_path: Path) -> None:
+    directory = _project_dir(tmp_path, name="Shop")
+    sub = directory / "sub"
+    sub.mkdir()
+    with pytest.raises(ConfigError, match="compose.yaml .*does not exist"):
+        find_compose_file(sub, compose_file="compose.yaml", env={})
+
+
 def test_interpolated_name_falls_back_to_directory(tmp_path: Path) -> None:
     directory = _project_dir(tmp_path, compose="name: ${PROJECT}\n")
     assert resolve_project(directory, env={}).name == "my_project"
