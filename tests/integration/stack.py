@@ -91,7 +91,7 @@ def running_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "s
     if up.returncode != 0:
         pytest.fail(f"docker-compose up failed:\n{up.stderr}")
     try:
-        wait_for_db(db_settings(port, dbname), time.monotonic() + 90)
+        wait_for_db(db_settings(port, dbname), time.monotonic() + 180)
         yield directory
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)

@@ -107,7 +107,7 @@ def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _compose(directory, "down", "-v")  # leftovers of an interrupted run
     _compose(directory, "up", "-d")
     try:
-        wait_for_db(DB, time.monotonic() + 90)  # raises, failing the tests, if it never becomes ready
+        wait_for_db(DB, time.monotonic() + 180)  # raises, failing the tests, if it never becomes ready
         yield directory
     finally:
         subprocess.run([*compose_command(), "down", "-v"], cwd=directory, capture_output=True, timeout=300)
