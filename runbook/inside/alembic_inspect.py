@@ -51,7 +51,8 @@ def inspect(config_path):
             })
     except Exception as exc:  # a cycle or a down_revision that names no script
         error = f"{type(exc).__name__}: {exc}"
-    return {"format": FORMAT, "config": config_path, "script_location": script.dir, "heads": heads,
+    return {"format": FORMAT, "framework": "alembic", "config": config_path, "script_location": script.dir,
+            "heads": heads,
             "revisions": revisions, "error": error}
 
 
