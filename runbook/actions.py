@@ -26,6 +26,8 @@ class ActionResult:
     notes: list[str] = field(default_factory=list)
     # One line per reason the action failed; the executor shows them when the step's expectations fail.
     problems: list[str] = field(default_factory=list)
+    # The state does not fit the action: the run stops with exit 2 (refused), nothing changed.
+    refused: bool = False
 
 
 ActionFunc = Callable[["RunContext", dict[str, Any]], ActionResult]
@@ -251,4 +253,4 @@ def alembic_at_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 
 
 # Imported last: these modules register more actions and import this one's `action` decorator.
-from runbook import alembic_repair, django_conflict, django_files, django_repair  # noqa: E402,F401
+from runbook import alembic_repair, django_conflict, django_files, django_repair, django_rerun  # noqa: E402,F401

@@ -125,9 +125,13 @@ def _describe(repair: HistoryRepair) -> list[str]:
 @action("django.plan-history-repair")
 def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Say what fix-history will record, apply and re-record; change nothing."""
-    found = django.inspect(ctx, schema=False)
-    missing = missing_ancestors({n.key: n for n in found.migrations})
-    checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
+    if isinstance(ctx.inspection, django.Inspection):
+        # The fit check's inspection already holds fake checks of every unapplied migration.
+        found = checked = ctx.inspection
+    else:
+        found = django.inspect(ctx, schema=False)
+        missing = missing_ancestors({n.key: n for n in found.migrations})
+        checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
     repair = plan_history_repair(found, checked)
     return ActionResult(0, "\n".join(_describe(repair)) + "\n", data=repair.as_data())
 
