@@ -81,6 +81,8 @@ def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) ->
     console.print(f"[bold]{pb.name}[/bold]  ({pb.framework}{', destructive' if pb.destructive else ''})")
     console.print(escape(pb.description.strip()))
     console.print(f"source: {pb.source}")
+    if pb.fits != "any":
+        console.print(escape(f"fits: {', '.join(pb.fits)} (diagnose's findings, checked before the snapshot)"))
     if pb.variables:
         table = Table("variable", "type", "default", "required", "help", box=None, title="variables",
                       title_justify="left")
