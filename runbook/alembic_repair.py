@@ -571,3 +571,35 @@ def prune_ancestor_rows(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     kept = [c for c in current if c not in deleted]
     return ActionResult(0, "".join(f"deleted row {d}: an ancestor of {', '.join(kept)}\n" for d in deleted),
                         data={"deleted": deleted, "kept": kept})
+
+
+@action("alembic.plan-stamp-head")
+def plan_stamp_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Prove the database is at the single head although alembic_version names a revision no file has."""
+    from runbook.alembic import inspect_scripts
+
+    scripts = inspect_scripts(ctx, compare=True)
+    current = _current(ctx)
+    known = {r.revision for r in scripts.revisions}
+    unknown = [c for c in current if c not in known]
+    refusals = []
+    if not unknown:
+        refusals.append(f"alembic_version ({', '.join(current) or 'empty'}) names no unknown revision")
+    if len(scripts.heads) != 1:
+        refusals.append(f"the files have {len(scripts.heads)} heads; merge or linearize them first")
+    diffs, error = scripts.raw.get("schema_diffs"), scripts.raw.get("compare_error")
+    if error:
+        refusals.append(f"cannot compare the schema with the models: {error}")
+    elif diffs is None:
+        refusals.append("env.py gives no target_metadata: nothing proves which revision the schema is at")
+    elif diffs:
+        refusals.append(f"the schema differs from the models at head ({len(diffs)} differences, first: {diffs[0]})")
+    lines = [f"alembic_version holds {', '.join(current) or 'nothing'}; head is {', '.join(scripts.heads)}"]
+    if refusals:
+        text = "\n".join([*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]) + "\n"
+        return ActionResult(2, text, data={"needed": False}, problems=[f"refused: {r}" for r in refusals],
+                            refused=True)
+    lines.append(f"the live schema matches the models exactly: stamping {scripts.heads[0]} in place of "
+                 f"{', '.join(unknown)}")
+    return ActionResult(0, "\n".join(lines) + "\n", data={"needed": True, "head": scripts.heads[0],
+                                                          "unknown": unknown})

@@ -188,10 +188,10 @@ def alembic_findings(scripts: alembic.AlembicScripts, current: list[str] | None)
     known = {r.revision for r in scripts.revisions}
     unknown = [row for row in current if row not in known]
     if unknown:
-        findings.append(Finding(1, "alembic-unknown-revision", "the database is at a revision no file has",
-                                [f"alembic_version holds {row}" for row in unknown],
-                                advice="restore the revision file from version control (git log --all -- "
-                                       "'*versions*'); runbook cannot prove which known revision the schema is at"))
+        findings.append(_fix(1, "alembic-unknown-revision", "the database is at a revision no file has",
+                             [f"alembic_version holds {row}" for row in unknown], "alembic-stamp-head",
+                             "it refuses unless the schema matches the models at head; else restore the "
+                             "revision file from version control"))
     redundant = [(a, b) for a in current for b in current if a != b and a in scripts.ancestors(b)]
     if redundant:
         findings.append(_fix(2, "alembic-redundant-rows", "alembic_version holds a revision and its ancestor",

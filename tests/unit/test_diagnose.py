@@ -153,6 +153,7 @@ def test_alembic_ancestor_row_and_unknown_revision() -> None:
     assert (redundant.kind, redundant.command) == ("alembic-redundant-rows", "runbook run alembic-prune-versions --yes")
     [unknown] = alembic_findings(scripts(linear), ["zz9"])
     assert unknown.kind == "alembic-unknown-revision" and "restore the revision file" in unknown.advice
+    assert unknown.command == "runbook run alembic-stamp-head --yes"
     assert alembic_findings(scripts(linear), ["a1"]) == []
 
 
