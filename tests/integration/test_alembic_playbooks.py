@@ -67,6 +67,11 @@ def _reset(directory: Path, *, branch: bool = True) -> None:
     if not branch:
         for name in BRANCH_FILES:
             (app / "alembic" / "versions" / name).unlink()
+        # Without the branch its tables are not in the models either.
+        models = app / "models.py"
+        blocks = models.read_text().split("\nTable(")
+        kept = [b for b in blocks[1:] if b.split('"')[1] not in BRANCH_TABLES]
+        models.write_text("\nTable(".join([blocks[0], *kept]))
 
 
 def _versions_dir(directory: Path) -> Path:
@@ -261,3 +266,36 @@ def test_an_ancestor_row_in_alembic_version_is_pruned(stack: Path, runbook_cli: 
     assert "deleted row 2dd19a2d0626: an ancestor of 5a1c2e3d4f56" in proc.stdout
     assert _version_rows() == ["5a1c2e3d4f56"]
     assert _data() == data
+
+
+def _at_unknown_revision(directory: Path) -> dict[str, list]:
+    """One head applied with rows, then alembic_version names a revision no file has (a rebased file)."""
+    _reset(directory, branch=False)
+    _in_backend("alembic", "upgrade", "head")
+    _in_backend("python", "seed.py", "--rows", "5")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'c0ffee000001'")
+    return _data()
+
+
+def test_unknown_revision_is_stamped_back_to_head_when_the_schema_proves_it(
+        stack: Path, runbook_cli: list[str]) -> None:
+    data = _at_unknown_revision(stack)
+    proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-unknown-revision",
+                                      "runbook run alembic-stamp-head --yes")
+    assert "the live schema matches the models exactly" in proc.stdout
+    assert _version_rows() == ["5a1c2e3d4f56"]
+    assert _data() == data
+
+
+def test_unknown_revision_is_refused_when_the_schema_differs(stack: Path, runbook_cli: list[str]) -> None:
+    _at_unknown_revision(stack)
+    with psycopg.connect(**DB) as conn:
+        conn.execute("ALTER TABLE documents DROP COLUMN body")
+    before = database_state(DB)
+    proc = _runbook(runbook_cli, stack, "run", "alembic-stamp-head", "--yes")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the schema differs from the models at head" in proc.stdout
+    assert "documents" in proc.stdout
+    assert database_state(DB) == before
+    assert _version_rows() == ["c0ffee000001"]
