@@ -222,3 +222,18 @@ def test_recorded_migration_that_never_ran_is_run_again(clean: Path, runbook_cli
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE description = '') FROM catalog_product"
                             ).fetchone() == (len(data_before["catalog_product"]),) * 2
     manage(PROJECT, "migrate", "--check")
+
+
+def test_squash_whose_originals_are_recorded_gets_its_own_row(clean: Path, runbook_cli: list[str]) -> None:
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "50")
+    # A squash added after the originals ran: Django counts it applied, but its own row is missing.
+    manage(PROJECT, "squashmigrations", "catalog", "0002", "--noinput")
+    [squash] = [p.stem for p in (clean / "app" / "catalog" / "migrations").glob("0001_squashed_*.py")]
+    rows_before, data_before = _rows(), table_rows(DB)
+    assert ("catalog", squash) not in rows_before
+
+    diagnose_then_run_its_line(runbook_cli, clean, DB, "squash-unrecorded",
+                               f"runbook run fake-migrations --var migrations=catalog.{squash} --yes")
+    assert _rows() == rows_before | {("catalog", squash)}
+    assert table_rows(DB) == data_before
