@@ -166,3 +166,56 @@ def test_fit_check_decisions() -> None:
     assert other.verdict == "refused" and other.line.endswith("run instead: runbook run alembic-linearize --yes")
     wrong = decide("fix-history", "alembic", "django", ["inconsistent-history"], [])
     assert wrong.verdict == "refused" and "django playbook" in wrong.line
+
+
+# ---- the pure guards of the playbooks diagnose names ----
+
+def fake_check(key: str, applied: bool, checks: list[tuple[str, bool | None, str, str | None]]) -> django.FakeCheck:
+    return django.FakeCheck(requested=key, migration=key, status="?", applied=applied, operations=[
+        django.OperationCheck("AddField", "AddField", "?", None,
+                              [django.Check(s, ok, m, p) for s, ok, m, p in checks])])
+
+
+def test_rerun_only_when_everything_the_migration_creates_is_missing() -> None:
+    from runbook.django_rerun import rerun_refusals
+
+    gone = fake_check("a.0002", True, [("column t.c", False, "column t.c does not exist", "missing")])
+    half = fake_check("a.0003", True, [("table u", True, "table u exists", None),
+                                       ("column u.d", False, "column u.d does not exist", "missing")])
+    ran = fake_check("a.0004", True, [("table v", True, "table v exists", None)])
+    pending = fake_check("a.0005", False, [("table w", False, "table w does not exist", "missing")])
+    refusals = rerun_refusals([gone, half, ran, pending], ["a.0002", "a.0003", "a.0004", "a.0005", "a.0009"])
+    assert [r.split(" ")[0].rstrip(":") for r in refusals] == ["a.0003", "a.0004", "a.0005", "a.0009"]
+    assert "already exists" in refusals[0] and "it ran" in refusals[1]
+
+
+def test_only_rows_without_a_file_may_be_forgotten() -> None:
+    from runbook.django_rerun import orphan_refusals
+
+    found = inspection([migration("a", "0001_initial", [], True)],
+                       problems=[{"kind": "no-file", "migration": "a.0002_old", "message": "no file"}])
+    found.applied.append(("a", "0002_old"))
+    assert orphan_refusals(found, ["a.0002_old"]) == []
+    assert orphan_refusals(found, ["a.0001_initial"]) == [
+        "a.0001_initial has a migration file (or is replaced by a squash): its row is not stale"]
+    assert orphan_refusals(found, ["a.0003_x"]) == ["a.0003_x has no row in django_migrations"]
+
+
+def test_a_dependant_that_must_run_again_names_the_foreign_key_it_moves() -> None:
+    from runbook.django_repair import repointed_keys
+
+    moved = fake_check("cc.0002", True, [(
+        "foreign key cc_contact.customer_id", False,
+        "foreign key cc_contact.customer_id -> customer_customer.id does not exist; it references auth_user.id",
+        "differs")])
+    proven = fake_check("cat.0003", True, [("column p.barcode", True, "column p.barcode exists", None)])
+    assert repointed_keys([moved, proven]) == [("cc.0002", "cc_contact", "customer_id", "customer_customer", "id")]
+
+
+def test_only_ancestor_rows_of_alembic_version_are_pruned() -> None:
+    from runbook.alembic_repair import Revision, RevisionGraph, redundant_rows
+
+    graph = RevisionGraph([Revision("base"), Revision("a1", ("base",)), Revision("b1", ("base",))])
+    assert redundant_rows(graph, ["a1", "base"]) == ["base"]
+    assert redundant_rows(graph, ["a1", "b1"]) == []
+    assert redundant_rows(graph, ["a1", "zz"]) == []  # an unknown row is not pruned here
