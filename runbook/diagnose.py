@@ -165,8 +165,13 @@ def django_findings(found: django.Inspection) -> list[Finding]:
     for key, fc in partial.items():
         if key in covered:
             continue
+        # Proven migrations that wait only on this one are recorded in the same run, or they would stay behind.
+        blocked = [k for k in proven if k not in fakeable and k not in covered]
+        group = [k for k in _fakeable([key, *blocked], checks) if k == key or k in blocked] or [key]
+        covered.update(group)
         findings.append(_fix(3, "partly-applied", f"{key} is only partly in the schema: not safe to fake or apply",
-                             _unproven(fc)[:10], "complete-migrations", migrations=key))
+                             _unproven(fc)[:10] + [f"{k}: proven, waits on {key}" for k in group if k != key],
+                             "complete-migrations", migrations=",".join(group)))
     pending = [k for k in checks if k not in proven and k not in partial and k not in covered
                and k not in fakeable]
     if pending and not history:

@@ -93,11 +93,14 @@ def add_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Add the columns unapplied migrations create that are missing from tables that already exist."""
     names = _names(args)
     found = django.inspect(ctx, fake=names, schema=False)
-    refusals = [f"{fc.migration}: {c.message}" for fc in found.fake_checks if not fc.applied
-                for c in fc.checks if c.ok is False and c.problem != "missing"]
+    # A later migration of the batch may change what an earlier one made (0002 re-points 0001's key).
+    django.settle(found.fake_checks)
+    open_checks = [(fc, c) for fc in found.fake_checks if not fc.applied for c in fc.checks
+                   if c.ok is False and not c.superseded_by]
+    refusals = [f"{fc.migration}: {c.message}" for fc, c in open_checks if c.problem != "missing"]
     refusals += [f"{fc.migration} is already applied" for fc in found.fake_checks if fc.applied]
-    refusals += [f"{fc.migration}: {c.message} (apply the migration instead)" for fc in found.fake_checks
-                 if not fc.applied for c in fc.checks if c.ok is False and c.subject.startswith("table ")]
+    refusals += [f"{fc.migration}: {c.message} (apply the migration instead)" for fc, c in open_checks
+                 if c.subject.startswith("table ")]
     if refusals:
         return _refuse([], refusals, {"added": []})
     added = django.inspect(ctx, add_missing_columns=names, schema=False).raw.get("added_columns", [])

@@ -237,3 +237,29 @@ def test_squash_whose_originals_are_recorded_gets_its_own_row(clean: Path, runbo
                                f"runbook run fake-migrations --var migrations=catalog.{squash} --yes")
     assert _rows() == rows_before | {("catalog", squash)}
     assert table_rows(DB) == data_before
+
+
+def test_partly_applied_migration_is_completed(clean: Path, runbook_cli: list[str]) -> None:
+    # The rows of customer_contact are gone and its table lost `note`: migrate fails ("already exists"),
+    # a fake would hide the missing column.
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "80")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app = 'customer_contact'")
+        conn.execute("ALTER TABLE customer_contact_customercontact DROP COLUMN note")
+    data_before = table_rows(DB)
+    contacts = len(data_before["customer_contact_customercontact"])
+    assert contacts > 0
+
+    proc = diagnose_then_run_its_line(
+        runbook_cli, clean, DB, "partly-applied",
+        "runbook run complete-migrations --var migrations=customer_contact.0001_initial,"
+        "customer_contact.0002_alter_customercontact_customer --yes")
+    assert "added column customer_contact_customercontact.note as the migration defines it" in proc.stdout
+    after = table_rows(DB)
+    assert {t: r for t, r in after.items() if t != "customer_contact_customercontact"} == {
+        t: r for t, r in data_before.items() if t != "customer_contact_customercontact"}
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE note = '')"
+                            " FROM customer_contact_customercontact").fetchone() == (contacts, contacts)
+    manage(PROJECT, "migrate", "--check")

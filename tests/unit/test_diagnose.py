@@ -219,3 +219,14 @@ def test_only_ancestor_rows_of_alembic_version_are_pruned() -> None:
     assert redundant_rows(graph, ["a1", "base"]) == ["base"]
     assert redundant_rows(graph, ["a1", "b1"]) == []
     assert redundant_rows(graph, ["a1", "zz"]) == []  # an unknown row is not pruned here
+
+
+def test_a_proven_migration_waiting_on_a_partial_one_is_completed_with_it() -> None:
+    found = inspection(
+        [migration("c", "0001_initial", [], False), migration("c", "0002_fk", ["c.0001_initial"], False)],
+        fake_checks=[fake("c.0001_initial", [TABLE_OK, check("column billings.note", False,
+                                                             "column billings.note does not exist", "missing")]),
+                     fake("c.0002_fk", [TABLE_OK], ["c.0001_initial"], ["c.0001_initial"], initial=False)])
+    [finding] = django_findings(found)
+    assert finding.kind == "partly-applied"
+    assert finding.command == "runbook run complete-migrations --var migrations=c.0001_initial,c.0002_fk --yes"
