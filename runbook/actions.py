@@ -26,6 +26,8 @@ class ActionResult:
     notes: list[str] = field(default_factory=list)
     # One line per reason the action failed; the executor shows them when the step's expectations fail.
     problems: list[str] = field(default_factory=list)
+    # The state does not fit the action: the run stops with exit 2 (refused), nothing changed.
+    refused: bool = False
 
 
 ActionFunc = Callable[["RunContext", dict[str, Any]], ActionResult]
@@ -250,5 +252,27 @@ def alembic_at_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                     {"heads": scripts.heads, "current": current})
 
 
+@action("alembic.schema-matches")
+def alembic_schema_matches(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Fail when `alembic check` finds the live schema differs from the models (env.py's target_metadata)."""
+    from runbook.backend import exec_options
+
+    _allow(args)
+    options = exec_options(ctx.config, "backend")
+    result = ctx.target.exec("backend", [*ctx.config.backend.alembic, "check"], env=options.env,
+                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
+    output = (result.stdout + result.stderr).strip()
+    if result.exit_code == 0:
+        return ActionResult(0, "the schema matches the models: alembic check found nothing to generate\n",
+                            data={"ok": True, "checked": True})
+    if "MetaData object" in output:
+        # No models to compare with (target_metadata = None): say so rather than fail every repair.
+        return ActionResult(0, "note: env.py gives no target_metadata, so the schema cannot be compared with "
+                               "models; only the revisions were checked\n", data={"ok": True, "checked": False})
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    problems = [f"alembic check: {line}" for line in lines[-5:]] or [f"alembic check exited {result.exit_code}"]
+    return ActionResult(1, output + "\n", data={"ok": False, "checked": True}, problems=problems)
+
+
 # Imported last: these modules register more actions and import this one's `action` decorator.
-from runbook import alembic_repair, django_conflict, django_files, django_repair  # noqa: E402,F401
+from runbook import alembic_repair, django_conflict, django_files, django_repair, django_rerun  # noqa: E402,F401

@@ -71,8 +71,9 @@ def config_file(alembic_argv: list[str], override: str | None = None) -> str:
     return "alembic.ini"
 
 
-def inspect_scripts(ctx: RunContext, *, config: str | None = None, python: Any = None) -> AlembicScripts:
-    """Read the revision graph in the backend with its own alembic."""
+def inspect_scripts(ctx: RunContext, *, config: str | None = None, python: Any = None,
+                    compare: bool = False) -> AlembicScripts:
+    """Read the revision graph in the backend with its own alembic (and compare the schema with the models)."""
     if python is None:
         interpreter = split_manage(list(ctx.config.backend.manage))[0]
     elif isinstance(python, str):
@@ -81,7 +82,7 @@ def inspect_scripts(ctx: RunContext, *, config: str | None = None, python: Any =
         interpreter = [str(p) for p in python]
     else:
         raise InputError("`python` must be a command name or an argv list")
-    args = ["--config", config_file(list(ctx.config.backend.alembic), config)]
+    args = ["--config", config_file(list(ctx.config.backend.alembic), config)] + (["--compare"] if compare else [])
     return parse_scripts(run_script(ctx, SCRIPT, args, interpreter=interpreter, what="the Alembic inspection"))
 
 

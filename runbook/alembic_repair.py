@@ -33,6 +33,10 @@ class GraphError(StepFailed):
     """The version files do not form a graph runbook can work on, or a repair would be unsafe."""
 
 
+class GraphRefused(GraphError):
+    """The state does not fit a linearization (an applied revision would move): refused, exit 2."""
+
+
 @dataclass(frozen=True)
 class Revision:
     """One version file as Alembic sees it, read from its text."""
@@ -273,7 +277,7 @@ def plan_linearize(graph: RevisionGraph, current: Sequence[str], order: Sequence
         plan = _plan_default(graph, applied)
     moved = [m.revision for m in plan.moves if m.revision in applied]
     if moved:
-        raise GraphError(
+        raise GraphRefused(
             f"refusing to move {', '.join(moved)}: applied in the database "
             f"(alembic_version: {', '.join(sorted(current))}); re-pointing an applied revision rewrites history "
             "the database already has. Run the alembic-merge-heads playbook instead")
@@ -312,7 +316,7 @@ def _plan_default(graph: RevisionGraph, applied: set[str]) -> LinearizePlan:
     if not candidates:
         shared = _shared(graph, heads)
         on = [h for h in heads if (graph.ancestors(h) - shared) & applied]
-        raise GraphError(
+        raise GraphRefused(
             f"revisions on more than one branch are applied (the branches of {', '.join(on)}): "
             "linearizing would have to move an applied revision. Run the alembic-merge-heads playbook instead")
     # Longest history first: it is the one most likely to be deployed somewhere else already.
@@ -495,7 +499,10 @@ def linearize(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         order = [part for part in re.split(r"[\s,]+", order) if part]
     graph, texts, _ = _read_revisions(ctx, args)
     current = _current(ctx)
-    plan = plan_linearize(graph, current, order)
+    try:
+        plan = plan_linearize(graph, current, order)
+    except GraphRefused as exc:
+        return ActionResult(2, "", f"{exc}\n", data={"changed": False}, problems=[f"refused: {exc}"], refused=True)
     out = [f"heads before: {', '.join(plan.heads_before)}", *plan.notes]
     data: dict[str, Any] = {"changed": bool(plan.moves), "moves": [], "head": plan.head_after, "trunk": plan.trunk}
     if not plan.moves:
@@ -540,3 +547,59 @@ def _drop_bytecode(ctx: RunContext, path: str) -> None:
             ctx.target.delete_file("backend", pyc)
     except (StepFailed, OSError):
         pass  # best effort: Python also checks the source's size and mtime
+
+
+def redundant_rows(graph: RevisionGraph, current: Sequence[str]) -> list[str]:
+    """Return the alembic_version rows that are ancestors of another row (the descendant carries them)."""
+    known = [c for c in current if c in graph]
+    return sorted({a for a in known for b in known if a != b and a in graph.ancestors(b)})
+
+
+@action("alembic.prune-ancestor-rows")
+def prune_ancestor_rows(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Delete alembic_version rows that are ancestors of another row; refuse when there is none."""
+    graph, _, _ = _read_revisions(ctx, args)
+    current = _current(ctx)
+    doomed = redundant_rows(graph, current)
+    if not doomed:
+        why = f"no row of alembic_version ({', '.join(current) or 'empty'}) is an ancestor of another"
+        return ActionResult(2, "", f"refused: {why}\n", data={"deleted": []}, problems=[f"refused: {why}"],
+                            refused=True)
+    _, rows, _ = ctx.database.query("DELETE FROM alembic_version WHERE version_num = ANY(%(rows)s) "
+                                    "RETURNING version_num", {"rows": doomed})
+    deleted = sorted(str(r[0]) for r in rows)
+    kept = [c for c in current if c not in deleted]
+    return ActionResult(0, "".join(f"deleted row {d}: an ancestor of {', '.join(kept)}\n" for d in deleted),
+                        data={"deleted": deleted, "kept": kept})
+
+
+@action("alembic.plan-stamp-head")
+def plan_stamp_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Prove the database is at the single head although alembic_version names a revision no file has."""
+    from runbook.alembic import inspect_scripts
+
+    scripts = inspect_scripts(ctx, compare=True)
+    current = _current(ctx)
+    known = {r.revision for r in scripts.revisions}
+    unknown = [c for c in current if c not in known]
+    refusals = []
+    if not unknown:
+        refusals.append(f"alembic_version ({', '.join(current) or 'empty'}) names no unknown revision")
+    if len(scripts.heads) != 1:
+        refusals.append(f"the files have {len(scripts.heads)} heads; merge or linearize them first")
+    diffs, error = scripts.raw.get("schema_diffs"), scripts.raw.get("compare_error")
+    if error:
+        refusals.append(f"cannot compare the schema with the models: {error}")
+    elif diffs is None:
+        refusals.append("env.py gives no target_metadata: nothing proves which revision the schema is at")
+    elif diffs:
+        refusals.append(f"the schema differs from the models at head ({len(diffs)} differences, first: {diffs[0]})")
+    lines = [f"alembic_version holds {', '.join(current) or 'nothing'}; head is {', '.join(scripts.heads)}"]
+    if refusals:
+        text = "\n".join([*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]) + "\n"
+        return ActionResult(2, text, data={"needed": False}, problems=[f"refused: {r}" for r in refusals],
+                            refused=True)
+    lines.append(f"the live schema matches the models exactly: stamping {scripts.heads[0]} in place of "
+                 f"{', '.join(unknown)}")
+    return ActionResult(0, "\n".join(lines) + "\n", data={"needed": True, "head": scripts.heads[0],
+                                                          "unknown": unknown})

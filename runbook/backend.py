@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # One argv string may be at most 128 KiB on Linux (MAX_ARG_STRLEN); stay well below.
 MAX_SOURCE = 100_000
 # Exit codes the scripts use (see their docstrings).
-EXIT_CANNOT_START, EXIT_DATABASE, EXIT_NOT_IMPORTABLE = 2, 3, 5
+EXIT_CANNOT_START, EXIT_DATABASE, EXIT_NOT_IMPORTABLE, EXIT_NO_PROJECT = 2, 3, 5, 7
 MARKER = "RUNBOOK-ANSWER:"
 
 
@@ -68,9 +68,10 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_script(ctx: RunContext, name: str, args: list[str], *, interpreter: list[str], what: str) -> Any:
-    """Run a shipped script in the backend and return its parsed answer; raise when it could not answer."""
-    argv = [*interpreter, "-c", script_source(name), *args, "--compress"]
+def run_script(ctx: RunContext, name: str, args: list[str], *, interpreter: list[str], what: str,
+               source: str | None = None) -> Any:
+    """Run a shipped script (or the given source) in the backend and return its parsed answer."""
+    argv = [*interpreter, "-c", source or script_source(name), *args, "--compress"]
     options = exec_options(ctx.config, "backend")
     result: ExecResult = ctx.target.exec("backend", argv, env=options.env, workdir=options.workdir,
                                          user=options.user, timeout=ctx.config.step_timeout)
@@ -102,6 +103,8 @@ def script_error(result: ExecResult, what: str, python: str) -> Exception:
     if result.exit_code in (126, 127):
         return EnvironmentNotReady(f"{what}: cannot run {python} in the backend: {why}",
                                    hint="set backend.manage in runbook.yml to the python that runs the app")
+    if result.exit_code == EXIT_NO_PROJECT:
+        return EnvironmentNotReady(f"{what}: {why}", hint="set backend.workdir in runbook.yml")
     if result.exit_code == EXIT_NOT_IMPORTABLE:
         return EnvironmentNotReady(f"{what}: {why}",
                                    hint="set backend.manage in runbook.yml to the python that runs the app")

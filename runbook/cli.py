@@ -87,6 +87,8 @@ def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) ->
     console.print(f"[bold]{pb.name}[/bold]  ({pb.framework}{', destructive' if pb.destructive else ''})")
     console.print(escape(pb.description.strip()))
     console.print(f"source: {pb.source}")
+    if pb.fits != "any":
+        console.print(escape(f"fits: {', '.join(pb.fits)} (diagnose's findings, checked before the snapshot)"))
     if pb.variables:
         table = Table("variable", "type", "default", "required", "help", box=None, title="variables",
                       title_justify="left")
@@ -196,17 +198,20 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
     elif not findings:
         console.print(f"healthy: no finding ({framework}, {facts.get('database', '')})")
     else:
-        # Blocks, not a table: a fix command must stay on one line to be copied.
+        table = Table("#", "finding", "evidence", "fix", box=None, title_justify="left",
+                      title=f"{len(findings)} finding(s), most serious first ({framework})")
         for number, finding in enumerate(findings, 1):
-            console.print(f"[bold]{number}. {escape(finding.title)}[/bold]")
-            for line in finding.evidence[:8]:
-                console.print(f"   {escape(line)}")
-            if len(finding.evidence) > 8:
-                console.print(f"   ... and {len(finding.evidence) - 8} more")
-            console.print(f"   fix: {escape(finding.command or finding.advice)}")
-        if findings[0].command:
-            console.print("to repair the most serious one, run:")
-            console.print(f"  {escape(findings[0].command)}", style="bold")
+            evidence = finding.evidence[:4] + ([f"... and {len(finding.evidence) - 4} more"]
+                                               if len(finding.evidence) > 4 else [])
+            table.add_row(str(number), escape(f"{finding.kind}: {finding.title}"), escape("\n".join(evidence)),
+                          escape(finding.playbook or finding.advice))
+        console.print(table)
+        # The commands below the table, each alone on its line: a table cell would wrap them.
+        commands = [f.command for f in findings if f.command]
+        if commands:
+            console.print("to repair, run (the most serious first):")
+            for line in dict.fromkeys(commands):
+                console.print(escape(line), style="bold", overflow="ignore", crop=False)
     if findings:
         raise typer.Exit(3)
 

@@ -1,17 +1,18 @@
 """`runbook diagnose`: look at the stack, say what is wrong, and the exact `runbook run ...` that fixes it.
 
-One inspection in the backend (one Django or Alembic start) plus the database connection; nothing changes.
-The findings are plain data, most serious first; the CLI prints them as a table or JSON.
+One exec in the backend (one Django or Alembic start, the framework detected by the same script) plus
+the database connection; nothing changes. The findings are plain data, most serious first; the CLI
+prints them. `runbook run` uses the same findings to say when a playbook does not fit the state.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook import alembic, django
-from runbook.backend import exec_options, split_manage
-from runbook.errors import EnvironmentNotReady
+from runbook.backend import run_script, script_source, split_manage
 
 if TYPE_CHECKING:
     from runbook.executor import RunContext
@@ -27,32 +28,73 @@ class Finding:
     evidence: list[str] = field(default_factory=list)
     command: str | None = None
     advice: str = ""
+    playbook: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def command(playbook: str, **variables: str) -> str:
-    """Return the exact command line, variables filled in."""
+    """Return the exact command line, variables filled in and quoted for a POSIX shell."""
     parts = ["runbook", "run", playbook]
-    parts += [f"--var {key}={value}" for key, value in variables.items()]
+    for key, value in variables.items():
+        parts += ["--var", shlex.quote(f"{key}={value}")]
     return " ".join([*parts, "--yes"])
 
 
-def detect_framework(ctx: RunContext) -> str:
-    """Return django or alembic from what the backend's working directory holds."""
-    options = exec_options(ctx.config, "backend")
-    manage = split_manage(list(ctx.config.backend.manage))[1]
-    ini = alembic.config_file(list(ctx.config.backend.alembic))
-    result = ctx.target.exec(
-        "backend", ["sh", "-c", 'if [ -f "$1" ]; then echo django; elif [ -f "$2" ]; then echo alembic; fi',
-                    "detect", manage, ini],
-        env=options.env, workdir=options.workdir, user=options.user, timeout=60)
-    found = result.stdout.strip()
-    if result.exit_code != 0 or found not in ("django", "alembic"):
-        raise EnvironmentNotReady(f"neither {manage} nor {ini} is in the backend's working directory",
-                                  hint="set backend.workdir in runbook.yml")
-    return found
+def _fix(severity: int, kind: str, title: str, evidence: list[str], playbook: str, advice: str = "",
+         **variables: str) -> Finding:
+    return Finding(severity, kind, title, evidence, command(playbook, **variables), advice, playbook)
+
+
+# ---- Django ----
+
+def _creator(found: django.Inspection, problem: django.Problem) -> django.MigrationNode | None:
+    """Return the migration whose operations create the missing table or column of a schema problem."""
+    model = str(problem.details.get("model", ""))
+    app, _, name = model.partition(".")
+    fieldname = str(problem.details.get("field") or "")
+    nodes = [n for n in found.migrations if n.app == app]
+    create = f"CreateModel: Create model {name}".lower()
+    add = f"AddField: Add field {fieldname} to {name}".lower()
+    found_node = None
+    for node in nodes:  # the last one wins: a later AddField after a RemoveField
+        ops = [o.lower() for o in node.operations]
+        if create in ops or (fieldname and problem.kind == "column-missing" and add in ops):
+            found_node = node
+    return found_node
+
+
+def _unproven(fc: django.FakeCheck) -> list[str]:
+    """Return what is missing, differs or cannot be proven for one fake check."""
+    lines = []
+    for check in fc.checks:
+        if check.superseded_by or check.ok is True:
+            continue
+        lines.append(("cannot prove: " if check.ok is None else "") + check.message)
+    return lines
+
+
+def _fakeable(proven: list[str], checks: dict[str, django.FakeCheck]) -> list[str]:
+    """Keep only proven migrations whose unapplied dependencies are in the list too (django.fake's guard)."""
+    keep = list(proven)
+    while True:
+        kept = set(keep)
+        smaller = [k for k in keep if all(d in kept for d in checks[k].unapplied_dependencies)]
+        if smaller == keep:
+            return keep
+        keep = smaller
+
+
+def _partial(fc: django.FakeCheck) -> bool:
+    """Tell whether an unapplied migration is partly in the schema: neither fakeable nor appliable."""
+    status = django.effective_status(fc)
+    if status in PROVEN:
+        return False
+    if status == "differs":
+        return True
+    # Missing or unprovable, yet something it creates is there: `migrate` fails with "already exists".
+    return any(c.ok is True or c.superseded_by for c in fc.checks)
 
 
 def django_findings(found: django.Inspection) -> list[Finding]:
@@ -60,94 +102,142 @@ def django_findings(found: django.Inspection) -> list[Finding]:
     findings: list[Finding] = []
     history = found.problems_of(django.HISTORY_KINDS)
     if history:
-        findings.append(Finding(1, "inconsistent-history", "applied migration with an unapplied dependency",
-                                [p.message for p in history], command("fix-history")))
+        findings.append(_fix(1, "inconsistent-history", "applied migration with an unapplied dependency",
+                             [p.message for p in history], "fix-history"))
     nodes = {n.key: n for n in found.migrations}
     for app, leaves in sorted(found.conflicts.items()):
         applied = [f"{app}.{leaf}" for leaf in leaves if nodes.get(f"{app}.{leaf}") and nodes[f"{app}.{leaf}"].applied]
         evidence = [f"{app} has {len(leaves)} leaf migrations: {', '.join(sorted(leaves))}",
                     f"the database has {', '.join(applied) or 'none of them'}"]
-        findings.append(Finding(2, "conflict", f"two leaf migrations in {app}", evidence,
-                                command("fake-conflict", app=app)))
-    orphans = found.problems_of(("no-file",))
+        findings.append(_fix(2, "conflict", f"two leaf migrations in {app}", evidence, "fake-conflict", app=app))
     checks = {fc.migration: fc for fc in found.fake_checks if fc.migration and not fc.applied}
     django.settle(list(checks.values()))
     proven = [k for k, fc in checks.items() if django.effective_status(fc) in PROVEN]
-    partial = {k: fc for k, fc in checks.items() if k not in proven and any(c.ok for c in fc.checks)}
-    if orphans:
-        apps = sorted({p.details.get("migration", "").split(".")[0] for p in orphans})
-        replaced = [k for k in proven if k.split(".")[0] in apps]
-        findings.append(Finding(
-            2, "no-file", "applied rows with no migration file (renamed, deleted or squashed away)",
-            [p.message for p in orphans],
-            command("fake-conflict", app=apps[0]) if len(apps) == 1 and replaced else None,
-            "" if replaced else "restore the files from version control, or reset the app's history",
-        ))
-    schema = found.problems_of(django.SCHEMA_KINDS)
-    recorded_missing = [p for p in schema if _recorded(p, found)]
-    if recorded_missing:
-        findings.append(Finding(2, "recorded-not-run", "recorded migrations whose tables or columns are missing",
-                                [p.message for p in recorded_missing],
-                                advice="un-record the migration and apply it, after checking why it never ran"))
-    if proven:
-        every_initial = all(checks[k].initial for k in proven)
-        apps = sorted({k.split(".")[0] for k in proven})
-        fix = (command("fake-initial", **({"app": apps[0]} if len(apps) == 1 else {})) if every_initial
-               else command("fake-migrations", migrations=",".join(proven)))
-        findings.append(Finding(3, "safe-to-fake", "unapplied migrations whose tables and columns already exist",
-                                [f"{k}: {django.effective_status(checks[k])}" for k in proven], fix))
+    partial = {k: fc for k, fc in checks.items() if _partial(fc)}
+    # Keys another finding already covers (the conflict's app, the migration standing in for an orphan).
+    covered = {k for k in checks if k.split(".")[0] in found.conflicts}
+    orphans = found.problems_of(("no-file",))
+    by_app: dict[str, list[django.Problem]] = {}
+    for p in orphans:
+        by_app.setdefault(str(p.details.get("migration", "")).split(".")[0], []).append(p)
+    for app, problems in sorted(by_app.items()):
+        evidence = [p.message for p in problems]
+        standing_in = [k for k in [*proven, *partial] if k.split(".")[0] == app]
+        if app in found.conflicts:
+            continue
+        if standing_in:
+            covered.update(standing_in)
+            findings.append(_fix(2, "replaced-file", f"applied rows of {app} with no migration file; "
+                                 f"{', '.join(standing_in)} creates the same tables", evidence
+                                 + [f"{k}: {django.effective_status(checks[k])}" for k in standing_in]
+                                 + [line for k in standing_in for line in _unproven(checks[k])][:8],
+                                 "fake-conflict", app=app,
+                                 **({"add_missing_columns": "true"} if any(k in partial for k in standing_in)
+                                    else {})))
+        else:
+            keys = [str(p.details.get("migration")) for p in problems]
+            findings.append(_fix(3, "no-file", f"applied rows of {app} with no migration file (renamed, deleted or "
+                                 "squashed away)", evidence, "forget-migrations",
+                                 "or restore the files from version control", migrations=",".join(keys)))
+    squashes = found.problems_of(("squash-unrecorded",))
+    if squashes:
+        findings.append(_fix(3, "squash-unrecorded", "squashed migrations whose originals are recorded but whose "
+                             "own row is not", [p.message for p in squashes], "fake-migrations",
+                             migrations=",".join(str(p.details["migration"]) for p in squashes)))
+    never_ran: dict[str, list[str]] = {}
+    for problem in found.problems_of(("table-missing", "column-missing")):
+        creator = _creator(found, problem)
+        if creator is not None and creator.applied:
+            never_ran.setdefault(creator.key, []).append(problem.message)
+    for key, lines in never_ran.items():
+        findings.append(_fix(2, "recorded-not-run", f"{key} is recorded as applied but what it creates is missing",
+                             lines, "rerun-migrations", migrations=key))
+    fakeable = [k for k in _fakeable(proven, checks) if k not in covered]
+    if fakeable:
+        apps = sorted({k.split(".")[0] for k in fakeable})
+        evidence = [f"{k}: {django.effective_status(checks[k])}" for k in fakeable]
+        title = "unapplied migrations whose tables and columns already exist"
+        if all(checks[k].initial for k in fakeable):
+            findings.append(_fix(3, "safe-to-fake", title, evidence, "fake-initial",
+                                 **({"app": apps[0]} if len(apps) == 1 else {})))
+        else:
+            findings.append(_fix(3, "safe-to-fake", title, evidence, "fake-migrations", migrations=",".join(fakeable)))
     for key, fc in partial.items():
-        missing = [c.message for c in fc.checks if c.ok is False and not c.superseded_by]
-        findings.append(Finding(3, "partly-applied", f"{key} is only partly in the schema: not safe to fake",
-                                missing[:10], advice="find out what happened before faking or applying it"))
-    pending = [k for k in checks if k not in proven and k not in partial]
+        if key in covered:
+            continue
+        # Proven migrations that wait only on this one are recorded in the same run, or they would stay behind.
+        blocked = [k for k in proven if k not in fakeable and k not in covered]
+        group = [k for k in _fakeable([key, *blocked], checks) if k == key or k in blocked] or [key]
+        covered.update(group)
+        findings.append(_fix(3, "partly-applied", f"{key} is only partly in the schema: not safe to fake or apply",
+                             _unproven(fc)[:10] + [f"{k}: proven, waits on {key}" for k in group if k != key],
+                             "complete-migrations", migrations=",".join(group)))
+    pending = [k for k in checks if k not in proven and k not in partial and k not in covered
+               and k not in fakeable]
     if pending and not history:
-        findings.append(Finding(4, "pending", "migrations not applied yet", pending,
-                                advice="apply them with `manage.py migrate`"))
+        evidence = [f"{k}" + (f" ({'; '.join(_unproven(checks[k])[:2])})" if _unproven(checks[k]) else "")
+                    for k in pending]
+        findings.append(_fix(4, "pending", "migrations not applied yet", evidence, "apply-migrations"))
     return sorted(findings, key=lambda f: f.severity)
 
 
-def _recorded(problem: django.Problem, found: django.Inspection) -> bool:
-    """Tell whether a schema problem belongs to an app whose migrations are all recorded."""
-    app = str(problem.details.get("model", "")).split(".")[0]
-    nodes = [n for n in found.migrations if n.app == app]
-    return bool(nodes) and all(n.applied for n in nodes)
-
+# ---- Alembic ----
 
 def alembic_findings(scripts: alembic.AlembicScripts, current: list[str] | None) -> list[Finding]:
     """Turn the Alembic revision graph and the version table into findings."""
     findings: list[Finding] = []
     if scripts.error:
-        findings.append(Finding(1, "alembic-graph", "the revision graph is broken", [scripts.error]))
+        findings.append(Finding(1, "alembic-graph", "the revision graph is broken", [scripts.error],
+                                advice="fix the down_revision named in the error, then run `runbook diagnose` again"))
     current = current or []
     known = {r.revision for r in scripts.revisions}
     unknown = [row for row in current if row not in known]
     if unknown:
-        findings.append(Finding(1, "alembic-unknown-revision", "the database is at a revision no file has",
-                                [f"alembic_version holds {row}" for row in unknown],
-                                advice="restore the revision file from version control"))
+        findings.append(_fix(1, "alembic-unknown-revision", "the database is at a revision no file has",
+                             [f"alembic_version holds {row}" for row in unknown], "alembic-stamp-head",
+                             "it refuses unless the schema matches the models at head; else restore the "
+                             "revision file from version control"))
     redundant = [(a, b) for a in current for b in current if a != b and a in scripts.ancestors(b)]
     if redundant:
-        findings.append(Finding(2, "alembic-redundant-rows", "alembic_version holds a revision and its ancestor",
-                                [f"{a} is an ancestor of {b}" for a, b in redundant],
-                                advice=f"delete the row of {redundant[0][0]} (the descendant carries it)"))
+        findings.append(_fix(2, "alembic-redundant-rows", "alembic_version holds a revision and its ancestor",
+                             [f"{a} is an ancestor of {b}" for a, b in redundant], "alembic-prune-versions"))
     if len(scripts.heads) > 1:
-        applied_heads = [h for h in scripts.heads if any(h == row or h in scripts.ancestors(row) for row in current)
-                         or h in current]
+        applied_heads = [h for h in scripts.heads if any(h == row or h in scripts.ancestors(row) for row in current)]
         on_one_branch = len([h for h in scripts.heads
                              if any(row == h or row in scripts.ancestors(h) for row in current)]) <= 1
-        fix = command("alembic-linearize") if on_one_branch and len(current) <= 1 else command("alembic-merge-heads")
-        findings.append(Finding(1, "alembic-multiple-heads", f"{len(scripts.heads)} head revisions",
-                                alembic.head_problems(scripts) + [f"the database is at {', '.join(current) or 'base'}"]
-                                + ([f"applied heads: {', '.join(applied_heads)}"] if applied_heads else []), fix))
+        playbook = "alembic-linearize" if on_one_branch and len(current) <= 1 else "alembic-merge-heads"
+        findings.append(_fix(1, "alembic-multiple-heads", f"{len(scripts.heads)} head revisions",
+                             alembic.head_problems(scripts) + [f"the database is at {', '.join(current) or 'base'}"]
+                             + ([f"applied heads: {', '.join(applied_heads)}"] if applied_heads else []), playbook))
     return sorted(findings, key=lambda f: f.severity)
 
 
-def diagnose(ctx: RunContext) -> tuple[str, list[Finding]]:
-    """Inspect the stack once and return its framework and findings, most serious first."""
-    framework = detect_framework(ctx)
-    if framework == "django":
-        found = django.inspect(ctx, fake=["@unapplied"])
-        return framework, django_findings(found)
-    scripts = alembic.inspect_scripts(ctx)
-    return framework, alembic_findings(scripts, alembic.current_versions(ctx.database))
+DETECT = """import os, sys
+manage, ini = sys.argv[1], sys.argv[2]
+if os.path.isfile(manage):
+    source, sys.argv = DJANGO, ["runbook-inspect", "--manage", manage, "--fake-check", "@unapplied", "--compress"]
+elif os.path.isfile(ini):
+    source, sys.argv = ALEMBIC, ["runbook-inspect", "--config", ini, "--compress"]
+else:
+    sys.stderr.write("runbook-inspect: neither %s nor %s is in %s\\n" % (manage, ini, os.getcwd()))
+    sys.exit(7)
+exec(compile(source, "<runbook-inspect>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def detect_source() -> str:
+    """Return one script that finds the framework and runs its inspector: one exec, one start."""
+    return (f"DJANGO = {script_source(django.SCRIPT)!r}\nALEMBIC = {script_source(alembic.SCRIPT)!r}\n" + DETECT)
+
+
+def diagnose(ctx: RunContext) -> tuple[str, list[Finding], Any]:
+    """Inspect the stack once and return its framework, findings (most serious first) and the inspection."""
+    interpreter, manage = split_manage(list(ctx.config.backend.manage))
+    ini = alembic.config_file(list(ctx.config.backend.alembic))
+    data = run_script(ctx, "", [manage, ini], interpreter=interpreter, what="the inspection",
+                      source=detect_source())
+    if data.get("framework") == "alembic":
+        scripts = alembic.parse_scripts(data)
+        return "alembic", alembic_findings(scripts, alembic.current_versions(ctx.database)), scripts
+    found = django.parse_inspection(data)
+    return "django", django_findings(found), found

@@ -185,10 +185,12 @@ def split_names(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def inspect(ctx: RunContext, *, fake: list[str] | None = None, makemigrations: bool = False,
-            schema: bool = True) -> Inspection:
+            schema: bool = True, add_missing_columns: list[str] | None = None) -> Inspection:
     """Run the inspection script once in the backend and parse its answer."""
     interpreter, manage = split_manage(list(ctx.config.backend.manage))
     args = ["--manage", manage]
+    if add_missing_columns:
+        args += ["--add-missing-columns", ",".join(add_missing_columns)]
     if fake:
         args += ["--fake-check", ",".join(fake)]
     if makemigrations:
@@ -251,7 +253,12 @@ def fake_verdict(fake_checks: list[FakeCheck], *, allow_unproven: bool = False) 
             continue
         if fc.applied:
             already.append(fc.migration)
-            lines.append(f"{fc.migration}: already recorded, left as it is")
+            if fc.replaces:
+                # A squash counts as applied when its originals are; its own row is what `migrate` would add.
+                to_record.append(fc.migration)
+                lines.append(f"{fc.migration}: its replaced migrations are recorded; recording its own row")
+            else:
+                lines.append(f"{fc.migration}: already recorded, left as it is")
             continue
         lines.append(f"{fc.migration}: {effective_status(fc)}")
         for op in fc.operations:

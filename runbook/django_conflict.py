@@ -187,7 +187,10 @@ def plan_conflict_action(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     if unknown:
         raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: app, migration)")
     app, migration = target_names(str(args.get("app") or ""), str(args.get("migration") or ""))
-    found = django.inspect(ctx, fake=[f"{app}.{migration}"] if migration else ["@unapplied"], schema=False)
+    if not migration and isinstance(ctx.inspection, django.Inspection):
+        found = ctx.inspection  # the fit check's, with fake checks of every unapplied migration
+    else:
+        found = django.inspect(ctx, fake=[f"{app}.{migration}"] if migration else ["@unapplied"], schema=False)
     if not found.history_table:
         repair = ConflictRepair(app=app, why_not="table django_migrations does not exist: nothing was applied")
     else:

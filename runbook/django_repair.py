@@ -9,6 +9,7 @@ recorded again when the schema proves they ran, or applied for real when it does
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -122,14 +123,65 @@ def _describe(repair: HistoryRepair) -> list[str]:
     return lines
 
 
+FK_TARGET_RE = re.compile(r"-> (\w+)\.(\w+) does not exist")
+
+
+def repointed_keys(checks: list[django.FakeCheck]) -> list[tuple[str, str, str, str, str]]:
+    """Return (migration, table, column, target table, target column) of each foreign key that a migration
+    which must run again would point somewhere else; pure."""
+    found = []
+    for fc in checks:
+        if django.effective_status(fc) in ("proven", "nothing to check in the schema"):
+            continue
+        for check in fc.checks:
+            match = FK_TARGET_RE.search(check.message)
+            if check.ok is False and check.subject.startswith("foreign key ") and match:
+                table, _, column = check.subject.removeprefix("foreign key ").partition(".")
+                found.append((fc.migration or fc.requested, table, column, match.group(1), match.group(2)))
+    return found
+
+
+def orphaned_rows(ctx: RunContext, table: str, column: str, target: str, target_column: str) -> int:
+    """Count rows whose foreign key value has no row in the table it is about to reference."""
+    if not ctx.database.table_exists(table):
+        return 0
+    if ctx.database.table_exists(target):
+        text = ("SELECT count(*) FROM {t} WHERE {c} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM {target} x WHERE x.{tc} = {t}.{c})")
+    else:
+        text = "SELECT count(*) FROM {t} WHERE {c} IS NOT NULL"
+    _, rows, _ = ctx.database.query(text, None, {"t": table, "c": column, "target": target, "tc": target_column})
+    return int(rows[0][0])
+
+
 @action("django.plan-history-repair")
 def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Say what fix-history will record, apply and re-record; change nothing."""
-    found = django.inspect(ctx, schema=False)
-    missing = missing_ancestors({n.key: n for n in found.migrations})
-    checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
+    if isinstance(ctx.inspection, django.Inspection):
+        # The fit check's inspection already holds fake checks of every unapplied migration.
+        found = checked = ctx.inspection
+    else:
+        found = django.inspect(ctx, schema=False)
+        missing = missing_ancestors({n.key: n for n in found.migrations})
+        checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
     repair = plan_history_repair(found, checked)
-    return ActionResult(0, "\n".join(_describe(repair)) + "\n", data=repair.as_data())
+    refusals = []
+    if repair.blockers:
+        # Before anything changes: a dependant that must run again may re-point a foreign key at a table
+        # that has no row for the values already stored; migrate would fail half-way through the repair.
+        rerun = django.inspect(ctx, fake=repair.blockers, schema=False).fake_checks
+        for key, table, column, target, target_column in repointed_keys(rerun):
+            count = orphaned_rows(ctx, table, column, target, target_column)
+            if count:
+                refusals.append(f"{key} must run again to point {table}.{column} at {target}.{target_column}, but "
+                                f"{count} rows of {table} hold {column} values with no row in {target}; create "
+                                f"those {target} rows (or move the data) first, then run fix-history again")
+    text = "\n".join(_describe(repair)) + "\n"
+    if refusals:
+        text += "refused, nothing was changed:\n" + "".join(f"  - {r}\n" for r in refusals)
+        return ActionResult(2, text, data={**repair.as_data(), "needed": False}, refused=True,
+                            problems=[f"refused: {r}" for r in refusals])
+    return ActionResult(0, text, data=repair.as_data())
 
 
 def _migrate(ctx: RunContext, key: str) -> tuple[int, str]:

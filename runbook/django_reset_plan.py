@@ -1,6 +1,6 @@
 """Decide what reset-all-migrations and squash-reset will do, from one inspection; change nothing.
 
-Each plan says whether the playbook fits the state it finds (`needed`), refuses (exit 1, nothing changed)
+Each plan says whether the playbook fits the state it finds (`needed`), refuses (exit 2, nothing changed)
 when going on would hide drift or break another app, and keeps the lists the later steps act on.
 """
 
@@ -51,8 +51,8 @@ def _schema_refusals(found: django.Inspection, apps: list[str]) -> list[str]:
 
 def _refused(lines: list[str], refusals: list[str], data: dict[str, Any]) -> ActionResult:
     lines = [*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]
-    return ActionResult(1, "\n".join(lines) + "\n", data={**data, "needed": False, "refusals": refusals},
-                        problems=[f"refused: {r}" for r in refusals])
+    return ActionResult(2, "\n".join(lines) + "\n", data={**data, "needed": False, "refusals": refusals},
+                        problems=[f"refused: {r}" for r in refusals], refused=True)
 
 
 @action("django.plan-reset")

@@ -83,7 +83,7 @@ def diagnose(options: Options):
     settings = target.database_settings()
     database = open_database(target, settings, "runbook diagnose")
     try:
-        framework, findings = run_diagnosis(RunContext(config, target, database, {}))
+        framework, findings, _ = run_diagnosis(RunContext(config, target, database, {}))
     finally:
         database.close()
     facts = {**target.describe(), "database": f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}",

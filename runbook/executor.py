@@ -24,7 +24,7 @@ from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.connection import open_database
 from runbook.database import Database
-from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
+from runbook.errors import Interrupted, LockHeld, Refused, RunbookError, StepFailed
 from runbook.expect import check_expectations
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
@@ -54,6 +54,8 @@ class RunContext:
     database: Database
     variables: dict[str, Any]
     kept: dict[str, Any] = field(default_factory=dict)
+    # The fit check's inspection, for the playbook's planning action to reuse instead of a second one.
+    inspection: Any = None
 
     def template_context(self) -> dict[str, Any]:
         return {**self.variables, "kept": self.kept}
@@ -161,7 +163,7 @@ class Executor:
             for step in [*result.steps, *result.checks]:
                 if step.status == "running":
                     step.status = "interrupted"
-        except LockHeld as exc:
+        except (LockHeld, Refused) as exc:
             result.status, result.exit_code, result.error = "refused", exc.exit_code, str(exc)
         except RunbookError as exc:
             result.status = "error" if exc.exit_code != 1 else "failed"
@@ -217,6 +219,8 @@ class Executor:
         return md
 
     def _run_stages(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
+        if self._nothing_to_do(plan, ctx, result):
+            return
         if self.rehearsal is not None:
             self.rehearsal.check(ctx)
         self._emit("stage", name="snapshot")
@@ -239,6 +243,10 @@ class Executor:
         try:
             for index, planned in enumerate(plan.steps):
                 step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
+                if step.status == "failed" and step.refused:
+                    result.status, result.exit_code = "refused", Refused.exit_code
+                    result.error = f"step {index + 1} ({step.name}) refused: " + "; ".join(step.problems)
+                    return
                 if step.status == "failed":
                     result.status, result.exit_code = "failed", StepFailed.exit_code
                     result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
@@ -266,6 +274,26 @@ class Executor:
             self._rollback(ctx, result)
         else:
             result.status, result.exit_code = "done", 0
+
+    def _nothing_to_do(self, plan: Plan, ctx: RunContext, result: RunResult) -> bool:
+        """Check the playbook fits the stack before anything is written; True when there is nothing to do."""
+        from runbook.fit import check_fit
+
+        fit = check_fit(plan.playbook, ctx)
+        if fit is None:
+            return False
+        self._emit("stage", name="fit")
+        self._emit("note", text=fit.line)
+        if fit.verdict == "refused":
+            raise Refused(fit.line.removeprefix("refused: "))
+        if fit.verdict == "nothing":
+            result.status, result.exit_code = "done", 0
+            result.notes.append(fit.line)
+            for record in [*result.steps, *result.checks]:
+                record.status, record.note = "skipped", "skipped: nothing to do"
+            return True
+        ctx.inspection = fit.inspection
+        return False
 
     def _rollback(self, ctx: RunContext, result: RunResult) -> None:
         """With --rollback-on-failure, put the snapshot back at once; the exit code still tells the failure."""
@@ -340,6 +368,7 @@ class Executor:
                 outcome = get_action(planned.action or "")(ctx, planned.args)
                 record.exit_code, record.stdout, record.stderr = outcome.exit_code, outcome.stdout, outcome.stderr
                 parsed, reasons = outcome.data, outcome.problems
+                record.refused = outcome.refused
                 self._emit_output(outcome.stdout, outcome.stderr)
         except StepFailed as exc:
             record.exit_code, reasons = 1, [exc.message]

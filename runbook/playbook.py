@@ -145,6 +145,8 @@ class Playbook(_Strict):
     name: str
     description: str
     framework: Literal["django", "alembic", "any"] = "any"
+    # The `runbook diagnose` finding kinds this playbook repairs, checked before the snapshot; any: no check.
+    fits: list[str] | Literal["any"] = "any"
     destructive: bool = False
     variables: dict[str, Variable] = Field(default_factory=dict)
     snapshot: Snapshot = Field(default_factory=Snapshot)

@@ -26,6 +26,8 @@ class StepResult:
     problems: list[str] = field(default_factory=list)
     truncated: bool = False
     note: str = ""
+    # The step refused the state it found (exit 2), as opposed to failing.
+    refused: bool = False
 
 
 @dataclass

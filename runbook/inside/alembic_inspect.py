@@ -2,10 +2,11 @@
 
 Shipped as package data and run by the BACKEND's python, never imported by runbook:
 
-    python -c "$(cat alembic_inspect.py)" [--config alembic.ini] [--compress]
+    python -c "$(cat alembic_inspect.py)" [--config alembic.ini] [--compare] [--compress]
 
-Reads the revision scripts through alembic's ScriptDirectory (no database: runbook reads alembic_version
-itself). Exit codes: 0 answered; 2 the scripts cannot be read; 5 alembic not importable.
+Reads the revision scripts through alembic's ScriptDirectory (runbook reads alembic_version itself); with
+--compare, runs env.py to compare the live schema with its target_metadata (read only).
+Exit codes: 0 answered; 2 the scripts cannot be read; 5 alembic not importable.
 """
 
 import argparse
@@ -51,16 +52,53 @@ def inspect(config_path):
             })
     except Exception as exc:  # a cycle or a down_revision that names no script
         error = f"{type(exc).__name__}: {exc}"
-    return {"format": FORMAT, "config": config_path, "script_location": script.dir, "heads": heads,
+    return {"format": FORMAT, "framework": "alembic", "config": config_path, "script_location": script.dir,
+            "heads": heads,
             "revisions": revisions, "error": error}
+
+
+def compare(config_path):
+    """Return the differences between the live schema and env.py's target_metadata, or None without one.
+
+    Runs env.py the way `alembic check` does, but with a work function that compares and returns no step:
+    it neither resolves nor writes alembic_version, so it also answers when that table names an unknown
+    revision. Returns (differences, error).
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    config = Config(config_path)
+    script = ScriptDirectory.from_config(config)
+    found = {}
+
+    def work(heads, context):
+        metadata = context.opts.get("target_metadata")
+        if metadata is None:
+            found["diffs"] = None
+        else:
+            found["diffs"] = [" ".join(str(d).split())[:300] for d in compare_metadata(context, metadata)]
+        return []
+
+    try:
+        with EnvironmentContext(config, script, fn=work, dont_mutate=True):
+            script.run_env()
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return found.get("diffs"), None
 
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="runbook-alembic-inspect")
     parser.add_argument("--config", default="alembic.ini")
     parser.add_argument("--compress", action="store_true")
+    parser.add_argument("--compare", action="store_true", help="compare the live schema with the models")
     args = parser.parse_args(argv)
-    text = json.dumps(inspect(args.config), sort_keys=True, default=str)
+    document = inspect(args.config)
+    if args.compare:
+        document["schema_diffs"], document["compare_error"] = compare(args.config)
+    text = json.dumps(document, sort_keys=True, default=str)
     if args.compress:
         import base64
         import zlib

@@ -4,6 +4,7 @@ Shipped as package data and run by the BACKEND's python (Django 5.x), never impo
 
     python -c "$(cat django_inspect.py)" [--manage manage.py] [--database default] [--no-schema]
         [--fake-check APP.NAME[,APP.NAME...]] [--makemigrations-check] [--output FILE | --compress]
+        [--add-missing-columns APP.NAME[,...]]   (the one option that changes the schema)
 
 It reads the migration files, the history rows, the models and the live schema, and computes what is
 wrong without calling anything that raises on a broken history (`check_consistent_history`, `migrate`).
@@ -214,6 +215,12 @@ def migrations_part(loader, recorder):
         problems.append({"kind": "no-file", "migration": key_text(key),
                          "message": f"django_migrations records {key_text(key)} but no migration file "
                                     f"defines it{why}"})
+    for key, replaced_keys in sorted(replacements.items()):
+        # Django records the squash itself on the next `migrate`; until then the history only has the originals.
+        if key not in rows and replaced_keys and all(r in rows for r in replaced_keys):
+            problems.append({"kind": "squash-unrecorded", "migration": key_text(key),
+                             "message": f"{key_text(key)} replaces {', '.join(key_text(r) for r in replaced_keys)}, "
+                                        "which are all recorded, but has no row of its own"})
     for app, names in sorted(loader.detect_conflicts().items()):
         problems.append({"kind": "conflict", "app": app, "leaves": sorted(names),
                          "message": f"app {app} has {len(names)} leaf migrations: {', '.join(sorted(names))}"})
@@ -631,6 +638,41 @@ def fake_check(loader, connection, alias, tables, requested):
     return results
 
 
+def add_missing_columns(loader, connection, tables, requested):
+    """Add the columns a migration's CreateModel/AddField make that are missing from tables that exist.
+
+    Only columns: a missing table, or anything that exists but differs, is left to the fake guard to refuse.
+    Each column is added by Django's own schema editor, as running the migration would add it.
+    """
+    from django.db.migrations import operations as ops
+
+    added = []
+    for text in requested:
+        key = resolve(loader, text)
+        state = loader.project_state(key, at_end=False)
+        for op in loader.graph.nodes[key].operations:
+            op.state_forwards(key[0], state)
+            if isinstance(op, ops.CreateModel):
+                model = state.apps.get_model(key[0], op.name)
+                fields = list(model._meta.local_fields)
+            elif isinstance(op, ops.AddField):
+                model = state.apps.get_model(key[0], op.model_name)
+                fields = [model._meta.get_field(op.name)]
+            else:
+                continue
+            table = tables.get(model._meta.db_table)
+            if table is None:
+                continue
+            for field in fields:
+                if field.column is None or field.db_type(connection) is None or field.column in table["columns"]:
+                    continue
+                with connection.schema_editor(atomic=True) as editor:
+                    editor.add_field(model, field)
+                table["columns"][field.column] = {"type": field.db_type(connection), "null": field.null}
+                added.append(f"{model._meta.db_table}.{field.column}")
+    return added
+
+
 def makemigrations_check(loader):
     """Return what `makemigrations --check --dry-run` would write, without its history check."""
     from django.apps import apps
@@ -657,9 +699,9 @@ def inspect(args):
     recorder = MigrationRecorder(connection)
     loader = MigrationLoader(connection, ignore_no_migrations=True)
     history, problems = migrations_part(loader, recorder)
-    document = {"format": FORMAT, "django": django.get_version(), "python": sys.version.split()[0],
-                "settings": os.environ.get("DJANGO_SETTINGS_MODULE"), "database": args.database,
-                "vendor": connection.vendor, **history}
+    document = {"format": FORMAT, "framework": "django", "django": django.get_version(),
+                "python": sys.version.split()[0], "settings": os.environ.get("DJANGO_SETTINGS_MODULE"),
+                "database": args.database, "vendor": connection.vendor, **history}
     models = models_part(connection, args.database)
     document["models"] = models
     tables = live_schema(connection) if not args.no_schema or args.fake_check else {}
@@ -676,6 +718,9 @@ def inspect(args):
         document["fake_check"] = fake_check(loader, connection, args.database, tables, requested)
     if args.makemigrations_check:
         document["makemigrations"] = makemigrations_check(loader)
+    if args.add_missing_columns:
+        names = [n for part in args.add_missing_columns for n in part.split(",") if n.strip()]
+        document["added_columns"] = add_missing_columns(loader, connection, live_schema(connection), names)
     return document
 
 
@@ -686,6 +731,7 @@ def main(argv):
     parser.add_argument("--output")
     parser.add_argument("--fake-check", action="append", default=[])
     parser.add_argument("--makemigrations-check", action="store_true")
+    parser.add_argument("--add-missing-columns", action="append", default=[])
     parser.add_argument("--no-schema", action="store_true")
     parser.add_argument("--compress", action="store_true")
     args = parser.parse_args(argv)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from stack import db_settings, empty_database, reset_app, running_stack, service_container
+from diagnosis import database_state, diagnose_then_run_its_line, table_rows
+from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +29,15 @@ LEADGEN = REPO / "tests" / "projects" / "leadgen"
 PROJECT = "rbalembic"
 DB_PORT = 55482
 DB = db_settings(DB_PORT, "leadgen")
-TRUNK_TABLES = ["users", "sessions", "leads", "scores", "documents"]
 BRANCH_TABLES = {"document_categories", "file_documents", "document_shares", "document_versions", "document_tags"}
+BRANCH_COLUMNS = {
+    "document_categories": ["id", "name"],
+    "file_documents": ["id", "category_id", "lead_id", "uploaded_by", "filename", "content_type", "size_bytes",
+                       "created_at"],
+    "document_shares": ["id", "document_id", "user_id", "permission"],
+    "document_versions": ["id", "document_id", "version", "storage_path", "created_at"],
+    "document_tags": ["id", "document_id", "tag"],
+}
 BRANCH_FILES = ["add_file_document_management.py", "8d4f5a6b7c89_add_document_tags.py"]
 
 
@@ -59,6 +67,11 @@ def _reset(directory: Path, *, branch: bool = True) -> None:
     if not branch:
         for name in BRANCH_FILES:
             (app / "alembic" / "versions" / name).unlink()
+        # Without the branch its tables are not in the models either.
+        models = app / "models.py"
+        blocks = models.read_text().split("\nTable(")
+        kept = [b for b in blocks[1:] if b.split('"')[1] not in BRANCH_TABLES]
+        models.write_text("\nTable(".join([blocks[0], *kept]))
 
 
 def _versions_dir(directory: Path) -> Path:
@@ -80,8 +93,30 @@ def _tables() -> set[str]:
 
 
 def _data() -> dict[str, list]:
+    return table_rows(DB)  # every table but alembic_version
+
+
+def _kept(before: dict[str, list]) -> None:
+    """Every table that had rows still has exactly them (a repair may add the branch's empty tables)."""
+    after = _data()
+    assert {t: after.get(t) for t in before} == before
+    assert all(after[t] == [] for t in set(after) - set(before))
+
+
+def _branch_applied(record: dict) -> None:
+    """The branch's tables have every column its revisions create, and alembic check found no drift."""
     with psycopg.connect(**DB) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TRUNK_TABLES}
+        for table, columns in BRANCH_COLUMNS.items():
+            found = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE"
+                                                " table_name = %s ORDER BY ordinal_position", [table])]
+            assert found == columns, table
+    [check] = [c for c in record["checks"] if c["name"] == "the schema matches the models (alembic check)"]
+    assert check["status"] == "ok" and "the schema matches the models" in check["stdout"], check
+
+
+def _healthy(cli: list[str], directory: Path) -> None:
+    proc = run_cli(cli, directory, "diagnose", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["findings"] == [], proc.stdout + proc.stderr
 
 
 def _heads() -> list[str]:
@@ -114,13 +149,13 @@ def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbo
     data = _start_on_trunk(stack)
     files = _files(stack)
 
-    proc = _runbook(runbook_cli, stack, "run", "alembic-linearize", "--yes")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
+                                      "runbook run alembic-linearize --yes")
 
     assert _heads() == ["8d4f5a6b7c89"]
     assert _version_rows() == ["8d4f5a6b7c89"]
     assert _tables() >= BRANCH_TABLES
-    assert _data() == data
+    _kept(data)
     moved = (_versions_dir(stack) / "add_file_document_management.py").read_text()
     assert "down_revision = '5a1c2e3d4f56'\n" in moved and "Revises: 5a1c2e3d4f56\n" in moved
     after = _files(stack)
@@ -129,6 +164,7 @@ def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbo
 
     record, markdown = _report(stack, "alembic-linearize")
     assert record["status"] == "done"
+    _branch_applied(record)
     assert record["snapshot"]
     for text in (proc.stdout, markdown):
         assert "-down_revision = '2dd19a2d0626'" in text
@@ -143,7 +179,7 @@ def test_linearize_refuses_when_both_branches_are_applied(stack: Path, runbook_c
     assert rows == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
 
     proc = _runbook(runbook_cli, stack, "run", "alembic-linearize", "--yes")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # refused: the state does not fit
     assert "more than one branch are applied" in proc.stdout + proc.stderr
     assert "alembic-merge-heads" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -171,10 +207,12 @@ def test_merge_heads_from_one_branch(stack: Path, runbook_cli: list[str]) -> Non
     assert _heads() == [revision]
     assert _version_rows() == [revision]
     assert _tables() >= BRANCH_TABLES
-    assert _data() == data
+    _kept(data)
     assert {k: v for k, v in _files(stack).items() if k != merge.name} == files
     record, _ = _report(stack, "alembic-merge-heads")
     assert record["status"] == "done"
+    _branch_applied(record)
+    _healthy(runbook_cli, stack)
 
 
 def test_merge_heads_when_the_database_has_both_heads(stack: Path, runbook_cli: list[str]) -> None:
@@ -184,13 +222,14 @@ def test_merge_heads_when_the_database_has_both_heads(stack: Path, runbook_cli: 
     data, files = _data(), _files(stack)
     assert _version_rows() == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
 
-    proc = _runbook(runbook_cli, stack, "run", "alembic-merge-heads", "--yes")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
+                               "runbook run alembic-merge-heads --yes")
 
     revision = _merge_file(stack, files).name.split("_", 1)[0]
     assert _heads() == [revision]
     assert _version_rows() == [revision]
     assert _data() == data
+    _branch_applied(_report(stack, "alembic-merge-heads")[0])
 
 
 @pytest.mark.parametrize("playbook", ["alembic-linearize", "alembic-merge-heads"])
@@ -198,15 +237,65 @@ def test_one_head_is_nothing_to_do(stack: Path, runbook_cli: list[str], playbook
     _reset(stack, branch=False)
     _in_backend("alembic", "upgrade", "head")
     _in_backend("python", "seed.py", "--rows", "5")
-    files, rows, data = _files(stack), _version_rows(), _data()
+    files, rows, state = _files(stack), _version_rows(), database_state(DB)
+    _healthy(runbook_cli, stack)
 
     proc = _runbook(runbook_cli, stack, "run", playbook, "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "nothing to do: one head" in proc.stdout
+    assert "nothing to do: runbook diagnose finds no alembic-multiple-heads" in proc.stdout
 
     assert _files(stack) == files
     assert _version_rows() == rows == ["5a1c2e3d4f56"]
-    assert _data() == data
+    assert database_state(DB) == state
+    assert not (stack / ".runbook" / "snapshots").exists() or not any((stack / ".runbook" / "snapshots").iterdir())
     record, _ = _report(stack, playbook)
-    assert record["status"] == "done"
-    assert [s["status"] for s in record["steps"]] == ["ok"] + ["skipped"] * (len(record["steps"]) - 1)
+    assert record["status"] == "done" and not record["snapshot"]
+    assert {s["status"] for s in record["steps"] + record["checks"]} == {"skipped"}
+
+
+def test_an_ancestor_row_in_alembic_version_is_pruned(stack: Path, runbook_cli: list[str]) -> None:
+    _reset(stack, branch=False)
+    _in_backend("alembic", "upgrade", "head")
+    _in_backend("python", "seed.py", "--rows", "5")
+    data = _data()
+    with psycopg.connect(**DB) as conn:
+        conn.execute("INSERT INTO alembic_version (version_num) VALUES ('2dd19a2d0626')")
+
+    proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-redundant-rows",
+                                      "runbook run alembic-prune-versions --yes")
+    assert "deleted row 2dd19a2d0626: an ancestor of 5a1c2e3d4f56" in proc.stdout
+    assert _version_rows() == ["5a1c2e3d4f56"]
+    assert _data() == data
+
+
+def _at_unknown_revision(directory: Path) -> dict[str, list]:
+    """One head applied with rows, then alembic_version names a revision no file has (a rebased file)."""
+    _reset(directory, branch=False)
+    _in_backend("alembic", "upgrade", "head")
+    _in_backend("python", "seed.py", "--rows", "5")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'c0ffee000001'")
+    return _data()
+
+
+def test_unknown_revision_is_stamped_back_to_head_when_the_schema_proves_it(
+        stack: Path, runbook_cli: list[str]) -> None:
+    data = _at_unknown_revision(stack)
+    proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-unknown-revision",
+                                      "runbook run alembic-stamp-head --yes")
+    assert "the live schema matches the models exactly" in proc.stdout
+    assert _version_rows() == ["5a1c2e3d4f56"]
+    assert _data() == data
+
+
+def test_unknown_revision_is_refused_when_the_schema_differs(stack: Path, runbook_cli: list[str]) -> None:
+    _at_unknown_revision(stack)
+    with psycopg.connect(**DB) as conn:
+        conn.execute("ALTER TABLE documents DROP COLUMN body")
+    before = database_state(DB)
+    proc = _runbook(runbook_cli, stack, "run", "alembic-stamp-head", "--yes")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the schema differs from the models at head" in proc.stdout
+    assert "documents" in proc.stdout
+    assert database_state(DB) == before
+    assert _version_rows() == ["c0ffee000001"]

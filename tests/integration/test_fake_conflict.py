@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from diagnosis import database_state, diagnose_then_run_its_line, table_rows
 from stack import REPO, db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ DB = db_settings(DB_PORT)
 HEALTHCARE = REPO / "tests" / "projects" / "healthcare" / "healthcare"
 A = "0003_billing_payment_insuranceinformation_device_and_more"
 B = "0003_billing_alter_userprofile_role_payment_and_more"
-TABLES = ["auth_user", "user_profiles", "patients", "family_history", "billings", "payments"]
+FIX = "runbook run fake-conflict --var app=healthcare --yes"
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,7 @@ def _rows() -> set[tuple[str, str]]:
 
 
 def _data() -> dict[str, list]:
-    with psycopg.connect(**DB) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
+    return table_rows(DB)  # every table but django_migrations
 
 
 def _migrate_fails_with(text: bytes) -> None:
@@ -93,17 +93,30 @@ def _report(stack: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _snapshots(stack: Path) -> list[Path]:
+    return sorted((stack / ".runbook" / "snapshots").glob("*")) if (stack / ".runbook" / "snapshots").is_dir() else []
+
+
+def _second_run_is_a_clean_no_op(stack: Path, cli: list[str]) -> None:
+    before, snapshots = database_state(DB), _snapshots(stack)
+    for path in (stack / ".runbook").glob("reports/*"):
+        path.unlink()
+    again = run_cli(cli, stack, "run", "fake-conflict", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to do" in again.stdout
+    assert database_state(DB) == before and _snapshots(stack) == snapshots
+    report = _report(stack)
+    assert report["status"] == "done" and not report["snapshot"]
+    assert {s["status"] for s in report["steps"] + report["checks"]} == {"skipped"}
+
+
 def test_old_file_gone_new_one_faked_old_row_pruned(clean: Path, runbook_cli: list[str]) -> None:
     _server_ran_a(clean, keep_a_file=False)
     rows_before, data_before = _rows(), _data()
     assert ("healthcare", A) in rows_before
     _migrate_fails_with(b'relation "billings" already exists')
-    found = run_cli(runbook_cli, clean, "diagnose", "--json")
-    commands = [f["command"] for f in json.loads(found.stdout)["findings"]]
-    assert "runbook run fake-conflict --var app=healthcare --yes" in commands, found.stdout
 
-    proc = run_cli(runbook_cli, clean, "run", "fake-conflict", "--yes")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "replaced-file", FIX)
     assert f"recorded healthcare.{B}" in proc.stdout
     assert f"deleted the row of healthcare.{A}" in proc.stdout
     assert "prune the row" in proc.stdout
@@ -113,9 +126,10 @@ def test_old_file_gone_new_one_faked_old_row_pruned(clean: Path, runbook_cli: li
     report = _report(clean)
     assert report["status"] == "done"
     assert report["snapshot"]["id"]
-    assert [s["status"] for s in report["steps"]] == ["ok", "ok", "ok", "skipped", "skipped", "ok"]
+    assert [s["status"] for s in report["steps"]] == ["ok", "skipped", "ok", "ok", "skipped", "skipped", "ok"]
     assert [c["status"] for c in report["checks"]] == ["ok"] * 4
-    assert report["variables"] == {"app": "", "migration": ""}
+    assert report["variables"] == {"app": "healthcare", "migration": "", "add_missing_columns": False}
+    _second_run_is_a_clean_no_op(clean, runbook_cli)
 
 
 def test_both_files_in_the_code_row_kept_and_leaves_merged(clean: Path, runbook_cli: list[str]) -> None:
@@ -123,8 +137,7 @@ def test_both_files_in_the_code_row_kept_and_leaves_merged(clean: Path, runbook_
     rows_before, data_before = _rows(), _data()
     _migrate_fails_with(b"Conflicting migrations detected")
 
-    proc = run_cli(runbook_cli, clean, "run", "fake-conflict", "--var", "app=healthcare", "--yes")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "conflict", FIX)
     assert f"keep the row of healthcare.{A}" in proc.stdout
     merges = [p.stem for p in _migrations(clean).glob("0004_merge_*.py")]
     assert len(merges) == 1, proc.stdout
@@ -132,13 +145,18 @@ def test_both_files_in_the_code_row_kept_and_leaves_merged(clean: Path, runbook_
     assert _data() == data_before
     manage(PROJECT, "migrate", "--check")
     assert _report(clean)["status"] == "done"
+    _second_run_is_a_clean_no_op(clean, runbook_cli)
 
 
-def test_missing_column_refuses_and_changes_nothing(clean: Path, runbook_cli: list[str]) -> None:
-    _server_ran_a(clean, keep_a_file=False)
+def _server_ran_a_without_notes(stack: Path) -> None:
+    _server_ran_a(stack, keep_a_file=False)
     with psycopg.connect(**DB) as conn:
         # The server's 0003 made billings without `notes`: B's tables are not all there.
         conn.execute("ALTER TABLE billings DROP COLUMN notes")
+
+
+def test_missing_column_refuses_and_changes_nothing(clean: Path, runbook_cli: list[str]) -> None:
+    _server_ran_a_without_notes(clean)
     rows_before, data_before = _rows(), _data()
 
     proc = run_cli(runbook_cli, clean, "run", "fake-conflict", "--var", "app=healthcare",
@@ -150,17 +168,31 @@ def test_missing_column_refuses_and_changes_nothing(clean: Path, runbook_cli: li
     report = _report(clean)
     assert report["status"] == "failed"
     assert "column billings.notes does not exist" in report["error"]
-    assert [s["status"] for s in report["steps"]][:2] == ["ok", "failed"]
+    assert [s["status"] for s in report["steps"]][:3] == ["ok", "skipped", "failed"]
+
+
+def test_missing_column_is_added_by_the_line_diagnose_prints(clean: Path, runbook_cli: list[str]) -> None:
+    _server_ran_a_without_notes(clean)
+    rows_before, data_before = _rows(), _data()
+
+    proc = diagnose_then_run_its_line(
+        runbook_cli, clean, DB, "replaced-file",
+        "runbook run fake-conflict --var app=healthcare --var add_missing_columns=true --yes")
+    assert "added column billings.notes as the migration defines it" in proc.stdout
+    assert _rows() == (rows_before - {("healthcare", A)}) | {("healthcare", B)}
+    after = _data()
+    assert {t: rows for t, rows in after.items() if t != "billings"} == {
+        t: rows for t, rows in data_before.items() if t != "billings"}
+    # Every billing is still there, now with the column B defines (empty text, NOT NULL).
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE notes = '') FROM billings").fetchone() == (40, 40)
+        nullable = conn.execute("SELECT is_nullable FROM information_schema.columns"
+                                " WHERE table_name = 'billings' AND column_name = 'notes'").fetchone()[0]
+    assert nullable == "NO"
+    manage(PROJECT, "migrate", "--check")
 
 
 def test_state_without_conflict_is_left_alone(clean: Path, runbook_cli: list[str]) -> None:
     (_migrations(clean) / f"{A}.py").unlink()
     manage(PROJECT, "migrate", "--noinput")
-    rows_before = _rows()
-    proc = run_cli(runbook_cli, clean, "run", "fake-conflict", "--yes")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "nothing to do" in proc.stdout and "nothing is unapplied" in proc.stdout
-    assert _rows() == rows_before
-    report = _report(clean)
-    assert report["status"] == "done"
-    assert {s["status"] for s in report["steps"][1:]} == {"skipped"}
+    _second_run_is_a_clean_no_op(clean, runbook_cli)

@@ -3,18 +3,20 @@
 customer_contact.0002 (which moves its foreign key to customer.Customer) is recorded as applied while its
 dependency customer.0001_initial is not. Either customer's table exists and only its row is missing, or
 the table was never created. `runbook run fix-history --yes`, with no variables, must repair both, keep
-every row, and leave a history that `manage.py migrate` accepts.
+every row, and leave a history that `manage.py migrate` accepts. When the dependants that must run again
+would point existing rows at a table that has none for them (contacts made against auth.User, as in the
+guide), it refuses before changing anything: no automatic repair knows which customer a contact belongs to.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from diagnosis import database_state, diagnose_then_run_its_line, table_rows
 from stack import db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
@@ -22,7 +24,14 @@ pytestmark = pytest.mark.integration
 PROJECT = "rbfix"
 DB_PORT = 55492
 DB = db_settings(DB_PORT)
-KEPT_TABLES = ["catalog_category", "catalog_product", "auth_user"]
+FIX = "runbook run fix-history --yes"
+BARCODE_MIGRATION = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0002_product_description"), ("customer", "0001_initial")]
+    operations = [migrations.AddField("product", "barcode", models.CharField(max_length=20, blank=True, default=""))]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -45,36 +54,21 @@ def _rows() -> set[tuple[str, str]]:
         return {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
 
 
-def _data() -> dict[str, list]:
-    with psycopg.connect(**DB) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in KEPT_TABLES}
-
-
 def _migrate_fails_with_inconsistent_history() -> None:
     code, output = service_container(PROJECT, "backend").exec_run(["python", "manage.py", "migrate", "--noinput"],
                                                                   workdir="/srv/app")
     assert code != 0 and b"InconsistentMigrationHistory" in output, output.decode()[-500:]
 
 
-def _report(stack: Path) -> dict:
-    [path] = (stack / ".runbook" / "reports").glob("*-fix-history.json")
-    return json.loads(path.read_text())
+def _reports(stack: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((stack / ".runbook" / "reports").glob("*-fix-history.json"))]
 
 
-def _diagnose_and_run_its_fix(stack: Path, cli: list[str]):
-    """Run `runbook diagnose`, check it names fix-history, then run exactly the line it prints."""
-    found = run_cli(cli, stack, "diagnose", "--json")
-    assert found.returncode == 3, found.stdout + found.stderr
-    report = json.loads(found.stdout)
-    first = report["findings"][0]
-    assert first["kind"] == "inconsistent-history"
-    assert "customer_contact.0002_alter_customercontact_customer" in first["evidence"][0]
-    assert first["command"] == "runbook run fix-history --yes"
-    argv = shlex.split(first["command"])
-    return run_cli(cli, stack, *argv[1:])
+def _snapshots(stack: Path) -> list[Path]:
+    return sorted((stack / ".runbook" / "snapshots").glob("*")) if (stack / ".runbook" / "snapshots").is_dir() else []
 
 
-def _add_users_and_products(count: int) -> None:
+def _add_users(count: int) -> None:
     with psycopg.connect(**DB) as conn:
         conn.execute(
             "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff,"
@@ -82,67 +76,190 @@ def _add_users_and_products(count: int) -> None:
             " FROM generate_series(1, %(n)s) AS i", {"n": count})
 
 
+def _second_run_is_a_clean_no_op(stack: Path, cli: list[str]) -> None:
+    before, snapshots = database_state(DB), _snapshots(stack)
+    again = run_cli(cli, stack, "run", "fix-history", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to do" in again.stdout
+    assert database_state(DB) == before
+    assert _snapshots(stack) == snapshots  # no snapshot when nothing runs
+    report = _reports(stack)[-1]
+    assert report["status"] == "done" and not report["snapshot"]
+    assert {s["status"] for s in report["steps"] + report["checks"]} == {"skipped"}
+
+
 def test_dependency_tables_exist_only_the_row_is_missing(clean: Path, runbook_cli: list[str]) -> None:
     manage(PROJECT, "migrate", "--noinput")
     manage(PROJECT, "seed", "--rows", "500")
-    _add_users_and_products(50)
-    rows_before, data_before = _rows(), _data()
+    _add_users(50)
+    rows_before, data_before = _rows(), table_rows(DB)
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app = 'customer'")
     _migrate_fails_with_inconsistent_history()
 
-    proc = _diagnose_and_run_its_fix(clean, runbook_cli)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX)
     assert "record customer.0001_initial" in proc.stdout
     assert _rows() == rows_before
-    assert _data() == data_before
+    assert table_rows(DB) == data_before
     manage(PROJECT, "migrate", "--check")
-    assert run_cli(runbook_cli, clean, "diagnose").returncode == 0
-    report = _report(clean)
+    report = _reports(clean)[-1]
     assert report["status"] == "done"
     assert report["steps"][2]["status"] == "skipped"  # nothing had to be applied for real
+    _second_run_is_a_clean_no_op(clean, runbook_cli)
 
 
-def test_dependency_never_ran(clean: Path, runbook_cli: list[str]) -> None:
-    # The guide's world: contacts were made against auth.User, then 0002 was recorded without running.
-    for app in ("contenttypes", "auth", "admin", "sessions", "catalog"):
+def _guides_world(contacts: int) -> None:
+    """customer_contact.0001 ran against auth.User; 0002 (foreign key to customer) recorded, never run."""
+    for app in ("contenttypes", "auth", "admin", "sessions"):
         manage(PROJECT, "migrate", app, "--noinput")
+    manage(PROJECT, "migrate", "catalog", "0002", "--noinput")
     manage(PROJECT, "migrate", "customer_contact", "0001", "--noinput")
-    _add_users_and_products(50)
+    _add_users(50)
     with psycopg.connect(**DB) as conn:
         conn.execute("INSERT INTO catalog_category (name) SELECT 'c' || i FROM generate_series(1, 20) AS i")
+        conn.execute("INSERT INTO customer_contact_customercontact (customer_id, phone, note)"
+                     " SELECT id, '555-' || id, 'called' FROM auth_user ORDER BY id LIMIT %(n)s", {"n": contacts})
         conn.execute("INSERT INTO django_migrations (app, name, applied)"
                      " VALUES ('customer_contact', '0002_alter_customercontact_customer', now())")
         assert conn.execute("SELECT to_regclass('customer_customer')").fetchone()[0] is None
-    data_before = _data()
+
+
+def test_dependency_never_ran_with_contacts_refuses_before_any_change(clean: Path, runbook_cli: list[str]) -> None:
+    _guides_world(contacts=30)
     _migrate_fails_with_inconsistent_history()
 
-    proc = _diagnose_and_run_its_fix(clean, runbook_cli)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "apply customer.0001_initial for real" in proc.stdout
+    proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX, refused=True)
+    assert ("customer_contact.0002_alter_customercontact_customer must run again to point "
+            "customer_contact_customercontact.customer_id at customer_customer.id, but 30 rows") in proc.stdout
+    report = _reports(clean)[-1]
+    assert report["status"] == "refused" and report["exit_code"] == 2
+    assert [s["status"] for s in report["steps"]] == ["failed", "not-run", "not-run", "not-run"]
+
+
+def test_dependency_never_ran_is_applied_and_proven_dependants_recorded_again(
+        clean: Path, runbook_cli: list[str]) -> None:
+    # catalog.0003 depends on customer.0001 too; its column is there, so it is recorded again, not re-run.
+    (clean / "app" / "catalog" / "migrations" / "0003_product_barcode.py").write_text(BARCODE_MIGRATION)
+    models = clean / "app" / "catalog" / "models.py"
+    models.write_text(models.read_text().replace(
+        '    category = models.ForeignKey(',
+        '    barcode = models.CharField(max_length=20, blank=True, default="")\n    category = models.ForeignKey('))
+    _guides_world(contacts=0)
     with psycopg.connect(**DB) as conn:
-        assert conn.execute("SELECT to_regclass('customer_customer')").fetchone()[0] == "customer_customer"
+        conn.execute("ALTER TABLE catalog_product ADD COLUMN barcode varchar(20) NOT NULL DEFAULT ''")
+        conn.execute("ALTER TABLE catalog_product ALTER COLUMN barcode DROP DEFAULT")
+        conn.execute("INSERT INTO django_migrations (app, name, applied)"
+                     " VALUES ('catalog', '0003_product_barcode', now())")
+    data_before = table_rows(DB)
+    _migrate_fails_with_inconsistent_history()
+
+    proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX)
+    assert "apply customer.0001_initial for real" in proc.stdout
+    assert "recorded catalog.0003_product_barcode again: the schema proves it ran" in proc.stdout
+    assert "customer_contact.0002_alter_customercontact_customer did not really run" in proc.stdout
+    with psycopg.connect(**DB) as conn:
         target = conn.execute(
             "SELECT confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
             " AND conrelid = 'customer_contact_customercontact'::regclass").fetchone()[0]
     assert target == "customer_customer"  # 0002 really ran: the foreign key moved to customer
-    assert ("customer", "0001_initial") in _rows()
-    assert _data() == data_before
+    assert {("customer", "0001_initial"), ("catalog", "0003_product_barcode")} <= _rows()
+    after = table_rows(DB)
+    # Applying customer.0001 for real adds its content type and permissions (Django's post_migrate); every
+    # other table holds exactly the rows it had.
+    grown = ("django_content_type", "auth_permission")
+    assert {t: after[t] for t in data_before if t not in grown} == {
+        t: rows for t, rows in data_before.items() if t not in grown}
+    assert all(set(data_before[t]) <= set(after[t]) for t in grown)
+    assert after["customer_customer"] == []
     manage(PROJECT, "migrate", "--check")
-    report = _report(clean)
+    report = _reports(clean)[-1]
     assert report["status"] == "done"
     assert all(check["status"] == "ok" for check in report["checks"])
+    _second_run_is_a_clean_no_op(clean, runbook_cli)
 
 
 def test_consistent_history_is_left_alone(clean: Path, runbook_cli: list[str]) -> None:
     manage(PROJECT, "migrate", "--noinput")
-    rows_before = _rows()
     healthy = run_cli(runbook_cli, clean, "diagnose", "--json")
     assert healthy.returncode == 0 and json.loads(healthy.stdout)["findings"] == []
+    _second_run_is_a_clean_no_op(clean, runbook_cli)
+
+
+def test_another_problem_is_refused_with_the_line_that_fits(clean: Path, runbook_cli: list[str]) -> None:
+    manage(PROJECT, "migrate", "--noinput")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app = 'customer_contact'")
+    before, snapshots = database_state(DB), _snapshots(clean)
     proc = run_cli(runbook_cli, clean, "run", "fix-history", "--yes")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "nothing to do" in proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
+    assert "fix-history does not fit this state: safe-to-fake" in error
+    assert error.endswith("run instead: runbook run fake-migrations --var "
+                          "migrations=customer_contact.0001_initial,customer_contact.0002_alter_customercontact_customer"
+                          " --yes")
+    assert database_state(DB) == before
+    assert _snapshots(clean) == snapshots  # refused before the snapshot
+    assert _reports(clean)[-1]["status"] == "refused"
+
+
+def test_recorded_migration_that_never_ran_is_run_again(clean: Path, runbook_cli: list[str]) -> None:
+    # catalog.0002 is recorded, but its column is gone (a dump restored over a newer history).
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "100")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("ALTER TABLE catalog_product DROP COLUMN description")
+    rows_before, data_before = _rows(), table_rows(DB)
+
+    proc = diagnose_then_run_its_line(
+        runbook_cli, clean, DB, "recorded-not-run",
+        "runbook run rerun-migrations --var migrations=catalog.0002_product_description --yes")
+    assert "deleted the row of catalog.0002_product_description" in proc.stdout
     assert _rows() == rows_before
-    assert [s["status"] for s in _report(clean)["steps"]][1:] == ["skipped"] * 3
+    after = table_rows(DB)
+    assert {t: r for t, r in after.items() if t != "catalog_product"} == {
+        t: r for t, r in data_before.items() if t != "catalog_product"}
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE description = '') FROM catalog_product"
+                            ).fetchone() == (len(data_before["catalog_product"]),) * 2
+    manage(PROJECT, "migrate", "--check")
 
 
+def test_squash_whose_originals_are_recorded_gets_its_own_row(clean: Path, runbook_cli: list[str]) -> None:
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "50")
+    # A squash added after the originals ran: Django counts it applied, but its own row is missing.
+    manage(PROJECT, "squashmigrations", "catalog", "0002", "--noinput")
+    [squash] = [p.stem for p in (clean / "app" / "catalog" / "migrations").glob("0001_squashed_*.py")]
+    rows_before, data_before = _rows(), table_rows(DB)
+    assert ("catalog", squash) not in rows_before
+
+    diagnose_then_run_its_line(runbook_cli, clean, DB, "squash-unrecorded",
+                               f"runbook run fake-migrations --var migrations=catalog.{squash} --yes")
+    assert _rows() == rows_before | {("catalog", squash)}
+    assert table_rows(DB) == data_before
+
+
+def test_partly_applied_migration_is_completed(clean: Path, runbook_cli: list[str]) -> None:
+    # The rows of customer_contact are gone and its table lost `note`: migrate fails ("already exists"),
+    # a fake would hide the missing column.
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "80")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app = 'customer_contact'")
+        conn.execute("ALTER TABLE customer_contact_customercontact DROP COLUMN note")
+    data_before = table_rows(DB)
+    contacts = len(data_before["customer_contact_customercontact"])
+    assert contacts > 0
+
+    proc = diagnose_then_run_its_line(
+        runbook_cli, clean, DB, "partly-applied",
+        "runbook run complete-migrations --var migrations=customer_contact.0001_initial,"
+        "customer_contact.0002_alter_customercontact_customer --yes")
+    assert "added column customer_contact_customercontact.note as the migration defines it" in proc.stdout
+    after = table_rows(DB)
+    assert {t: r for t, r in after.items() if t != "customer_contact_customercontact"} == {
+        t: r for t, r in data_before.items() if t != "customer_contact_customercontact"}
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE note = '')"
+                            " FROM customer_contact_customercontact").fetchone() == (contacts, contacts)
+    manage(PROJECT, "migrate", "--check")

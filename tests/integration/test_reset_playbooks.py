@@ -331,7 +331,7 @@ def test_squash_reset_refuses_an_unapplied_chain(clean: Path, runbook_cli: list[
         conn.execute("DELETE FROM django_migrations WHERE app = 'tenants' AND name = '0015_alter_tenant_schema_name'")
     rows_before = _history()
     proc = run_cli(runbook_cli, clean, "run", "squash-reset", "--var", "app=tenants", "--yes")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # refused: the state does not fit
     assert "tenants.0015_alter_tenant_schema_name is not applied" in proc.stdout
     assert "refused, nothing was changed" in proc.stdout
     assert len(_files(clean, "tenants")) == 16

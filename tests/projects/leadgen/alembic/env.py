@@ -11,8 +11,11 @@ config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-# The migrations use op.create_table directly; there are no models to compare with.
-target_metadata = None
+# models.py (next to alembic.ini; prepend_sys_path = . puts it on the path) describes what the revisions
+# create, so `alembic check` compares the live schema with it.
+from models import metadata  # noqa: E402
+
+target_metadata = metadata
 
 
 def database_url() -> URL:
