@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 import requests.exceptions
 
 from runbook.config import Config
@@ -43,6 +41,7 @@ from runbook.targets.compose_project import (
     resolve_project,
     settings_from_container,
 )
+from runbook.targets.docker_sdk import docker
 from runbook.targets.hijack import STDOUT, HijackedExec, UnsupportedTransport
 from runbook.targets.local import settings_from_config
 

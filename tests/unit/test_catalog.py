@@ -59,3 +59,13 @@ def test_list_imports_no_engine_jinja2_docker_or_psycopg(tmp_path):
     assert "runbook.catalog" in modules
     assert not {"runbook.engine", "runbook.config", "runbook.playbook", "jinja2", "docker", "psycopg"} & modules
 
+
+def test_docker_is_imported_without_paramiko_unless_docker_host_is_ssh():
+    code = "import sys, runbook.targets.docker_sdk; print('paramiko' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    ssh = subprocess.run([sys.executable, "-c", code + "; import docker.transport as t; print(hasattr(t, "
+                          "'SSHHTTPAdapter'))"], capture_output=True, text=True, timeout=60,
+                         env={**env, "DOCKER_HOST": "ssh://root@127.0.0.1"})
+    assert plain.stdout.split() == ["False"], plain.stderr
+    assert ssh.stdout.split() == ["True", "True"], ssh.stderr
