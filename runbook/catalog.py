@@ -51,10 +51,8 @@ def quick_entry(path: Path) -> Entry:
     if not isinstance(data.get("name"), str) or not isinstance(data.get("description"), str):
         raise PlaybookError(f"{path}: name and description must be given as text")
     if framework not in FRAMEWORKS or not isinstance(destructive, bool) or not data.get("steps"):
-        # Let the full loader say exactly what is wrong, with its line.
-        from runbook.playbook import load_playbook
-
-        load_playbook(path)
+        # The full loader says exactly what is wrong, with its line (or accepts what pydantic coerces).
+        return full_entry(path)
     return Entry(data["name"], framework, destructive, summarize(data["description"]))
 
 
