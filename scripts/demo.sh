@@ -109,4 +109,7 @@ case $rc in
   *) die "runbook diagnose exited $rc" ;;
 esac
 say "Done. The stack is still up: cd $DEMO && . $VENV/bin/activate && runbook snapshots"
-echo "Stop it with: bash $ROOT/scripts/demo.sh down"
+env=""
+[ -z "${RUNBOOK_DEMO_DIR:-}" ] || env+="RUNBOOK_DEMO_DIR=$DEMO "
+[ -z "${RUNBOOK_DEMO_PROJECT:-}" ] || env+="RUNBOOK_DEMO_PROJECT=$PROJECT "
+echo "Stop it with: ${env}bash $ROOT/scripts/demo.sh down"
