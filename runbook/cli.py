@@ -48,7 +48,7 @@ def global_options(
     backend_service: Annotated[str | None, typer.Option(
         help="Compose service of the app (default: backend).")] = None,
 ) -> None:
-    from runbook.engine import Options
+    from runbook.options import Options
 
     if target not in (None, "compose", "local"):
         raise typer.BadParameter("must be compose or local", param_hint="--target")
@@ -59,17 +59,15 @@ def global_options(
 @app.command("list")
 def list_playbooks() -> None:
     """List the playbooks: built-in and the project's own."""
-    from runbook.engine import load_project_config
+    from runbook.catalog import full_entry, project_playbook_dirs, quick_entry
     from runbook.errors import PlaybookError
-    from runbook.playbook import load_playbook
     from runbook.registry import discover
 
-    config = load_project_config(state.options)
     table = Table("name", "framework", "destructive", "what it does", "from", box=None)
-    for ref in discover(config.extra_playbook_dirs()).values():
+    for ref in discover(project_playbook_dirs(state.options)).values():
         try:
-            pb = load_playbook(ref.path)
-            table.add_row(ref.name, pb.framework, "yes" if pb.destructive else "no", escape(pb.summary()), ref.origin)
+            pb = quick_entry(ref.path) if ref.origin == "built-in" else full_entry(ref.path)
+            table.add_row(ref.name, pb.framework, "yes" if pb.destructive else "no", escape(pb.summary), ref.origin)
         except PlaybookError as exc:
             table.add_row(ref.name, "?", "?", f"[red]invalid: {escape(str(exc))}[/red]", ref.origin)
     console.print(table)

@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runbook.errors import ConfigError
+from runbook.options import CONFIG_NAME
 from runbook.yamlload import load_yaml_with_lines, locate
-
-CONFIG_NAME = "runbook.yml"
 
 
 class _Strict(BaseModel):

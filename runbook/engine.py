@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runbook.config import Config, load_config
-from runbook.errors import InputError
-from runbook.plan import Commands, Plan, build_plan
-from runbook.registry import find
+from runbook.options import Options
 from runbook.results import RunResult
 from runbook.targets.base import Target
-from runbook.variables import parse_assignments, resolve_variables
 
-
-@dataclass
-class Options:
-    """Global options from the command line; None means: take runbook.yml or the default."""
-
-    project_dir: Path = Path(".")
-    target: str | None = None
-    compose_file: str | None = None
-    project_name: str | None = None
-    db_service: str | None = None
-    backend_service: str | None = None
+if TYPE_CHECKING:
+    from runbook.plan import Plan
 
 
 def load_project_config(options: Options) -> Config:
-    project_dir = options.project_dir.resolve()
-    if not project_dir.is_dir():
-        raise InputError(f"project directory {project_dir} does not exist", hint="check --project-dir")
-    config = load_config(project_dir)
+    config = load_config(options.resolved_project_dir())
     if options.target:
         config.target = options.target  # type: ignore[assignment]
     if options.db_service:
@@ -53,6 +38,11 @@ def make_target(config: Config, options: Options) -> Target:
 
 def prepare(options: Options, name: str, assignments: list[str]) -> tuple[Config, Plan]:
     """Load config and playbook and render the plan; every input error surfaces here (exit 2)."""
+    # Imported here: the templates (jinja2) cost start-up that `list` and `snapshots` do not need.
+    from runbook.plan import Commands, build_plan
+    from runbook.registry import find
+    from runbook.variables import parse_assignments, resolve_variables
+
     config = load_project_config(options)
     playbook = find(name, config.extra_playbook_dirs())
     variables = resolve_variables(playbook, parse_assignments(assignments))

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook.actions import get_action
 from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.connection import open_database
@@ -365,6 +364,9 @@ class Executor:
                 record.stdout = _format_rows(columns, rows, status)
                 parsed = rows
             else:
+                # Imported here: the actions pull in every framework's repair code, which most runs never use.
+                from runbook.actions import get_action
+
                 outcome = get_action(planned.action or "")(ctx, planned.args)
                 record.exit_code, record.stdout, record.stderr = outcome.exit_code, outcome.stdout, outcome.stderr
                 parsed, reasons = outcome.data, outcome.problems

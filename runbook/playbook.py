@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runbook.catalog import summarize
 from runbook.errors import PlaybookError
 from runbook.yamlload import load_yaml_with_lines, locate
 
@@ -184,7 +185,8 @@ class Playbook(_Strict):
         return self
 
     def summary(self) -> str:
-        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+        """Return the first sentence of the description, on one line."""
+        return summarize(self.description)
 
 
 def _format_error(path: str, lines: dict, err: dict) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runbook.errors import InputError
-from runbook.playbook import Playbook, load_playbook
+
+if TYPE_CHECKING:
+    from runbook.playbook import Playbook
 
 SUFFIXES = (".yml", ".yaml")
 
@@ -40,6 +43,9 @@ def discover(extra_dirs: list[Path]) -> dict[str, PlaybookRef]:
 
 def find(name: str, extra_dirs: list[Path]) -> Playbook:
     """Load a playbook by name, or by path when name is a file."""
+    # Imported here: `list` discovers playbooks without the pydantic model.
+    from runbook.playbook import load_playbook
+
     as_path = Path(name)
     if as_path.suffix in SUFFIXES and as_path.is_file():
         return load_playbook(as_path)

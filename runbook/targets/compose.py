@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import docker
-import docker.errors
 import requests.exceptions
 
 from runbook.config import Config
@@ -47,6 +45,7 @@ from runbook.targets.compose_project import (
     resolve_project,
     settings_from_container,
 )
+from runbook.targets.docker_sdk import docker
 from runbook.targets.hijack import STDOUT, HijackedExec, UnsupportedTransport
 from runbook.targets.local import settings_from_config
 
