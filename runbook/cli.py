@@ -383,7 +383,8 @@ def run(
         console.print(f"report: {report_path}")
         if report is not None:
             copy_failed = not _copy_report(report_path, report)
-    if rehearse and result.exit_code == 0:
+    # After "nothing to do" there is no real run to suggest.
+    if rehearse and result.exit_code == 0 and any(step.status != "skipped" for step in result.steps):
         console.print("the real run:")
         console.print(f"  {escape(real_command)}", style="bold")
     if result.exit_code:

@@ -256,10 +256,12 @@ def test_rehearse_refuses_dry_run_and_a_backend_it_cannot_point_at_a_copy(clean:
     with psycopg.connect(**DB, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS other")
         conn.execute("CREATE DATABASE other")
+    # A playbook that takes any state (fix-history would find nothing to do on this healthy stack first).
+    (clean / "fail.yml").write_text(FAILING_STEP)
     (clean / "runbook.yml").write_text("database:\n  name: other\n")
     snapshots = sorted((clean / ".runbook" / "snapshots").glob("*"))
     try:
-        proc = run_cli(runbook_cli, clean, "run", "fix-history", "--rehearse")
+        proc = run_cli(runbook_cli, clean, "run", "fail.yml", "--rehearse")
     finally:
         (clean / "runbook.yml").unlink()
         with psycopg.connect(**DB, autocommit=True) as conn:
@@ -277,7 +279,7 @@ def test_rehearse_refuses_dry_run_and_a_backend_it_cannot_point_at_a_copy(clean:
         conn.execute("CREATE ROLE nocopy LOGIN PASSWORD 'nocopy-secret'")
     (clean / "runbook.yml").write_text("database:\n  user: nocopy\n  password: nocopy-secret\n")
     try:
-        proc = run_cli(runbook_cli, clean, "run", "fix-history", "--rehearse")
+        proc = run_cli(runbook_cli, clean, "run", "fail.yml", "--rehearse")
     finally:
         (clean / "runbook.yml").unlink()
         with psycopg.connect(**DB, autocommit=True) as conn:
