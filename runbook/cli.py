@@ -63,8 +63,15 @@ def list_playbooks() -> None:
     from runbook.errors import PlaybookError
     from runbook.registry import discover
 
-    table = Table("name", "framework", "destructive", "what it does", "from", box=None)
-    for ref in discover(project_playbook_dirs(state.options)).values():
+    refs = discover(project_playbook_dirs(state.options)).values()
+    table = Table(box=None)
+    # A name is what people type into `runbook run`: never cut or wrapped; the description takes what is left.
+    table.add_column("name", no_wrap=True, min_width=max((len(ref.name) for ref in refs), default=4))
+    table.add_column("framework", no_wrap=True)
+    table.add_column("destructive", no_wrap=True)
+    table.add_column("what it does", ratio=1)
+    table.add_column("from", no_wrap=True)
+    for ref in refs:
         try:
             pb = quick_entry(ref.path) if ref.origin == "built-in" else full_entry(ref.path)
             table.add_row(ref.name, pb.framework, "yes" if pb.destructive else "no", escape(pb.summary), ref.origin)
