@@ -251,4 +251,4 @@ def alembic_at_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 
 
 # Imported last: these modules register more actions and import this one's `action` decorator.
-from runbook import alembic_repair, django_conflict, django_files, django_repair  # noqa: E402,F401
+from runbook import alembic_repair, django_conflict, django_files, django_initial, django_repair  # noqa: E402,F401
