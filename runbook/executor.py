@@ -23,6 +23,7 @@ from runbook.connection import PSQL_NOTE, open_database
 from runbook.database import Database
 from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
 from runbook.expect import check_expectations
+from runbook.file_changes import FileWatch
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
@@ -106,6 +107,7 @@ class Executor:
         )
         lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
+        self.files = FileWatch(self.target, self.config, list(plan.playbook.snapshot.files))
         try:
             lock.acquire()
             result.target = self.target.describe()
@@ -138,6 +140,7 @@ class Executor:
                 if step.status == "running":
                     step.status = "interrupted"
             result.notes.extend(getattr(self.target, "warnings", []))
+            self._capture_files(result)
             if database is not None:
                 self._capture_after(database, result)
                 database.close()
@@ -157,6 +160,14 @@ class Executor:
         except (RunbookError, KeyboardInterrupt):
             result.notes.append("could not read the history rows after the run")
 
+    def _capture_files(self, result: RunResult) -> None:
+        try:
+            result.files, note = self.files.finish()
+        except KeyboardInterrupt:
+            note = "interrupted while reading the migration files after the run: no file diff is shown"
+        if note:
+            result.notes.append(note)
+
     def _write_report(self, result: RunResult) -> Path | None:
         try:
             md, _ = write_report(result, self.config.artifacts_dir() / "reports", self.redactor)
@@ -169,12 +180,17 @@ class Executor:
         self._emit("stage", name="snapshot")
         result.history_before = ctx.database.history()
         spec = plan.playbook.snapshot
+        manifest = None
         if spec.history or spec.database or spec.files:
             # Raises SnapshotFailed (exit 1) when any part fails: then no step runs.
             manifest = take_snapshot(self.target, ctx.database, self.config, plan.playbook.name, spec,
                                      progress=lambda text: self._emit("note", text=self.redactor.text(text)))
             result.snapshot = snapshot_summary(manifest)
             self._emit("note", text=f"snapshot {manifest['id']} written")
+        # What the files were before the steps, so the report can show each change as a diff.
+        note = self.files.start(manifest)
+        if note:
+            result.notes.append(note)
 
         self._emit("stage", name="steps")
         try:

@@ -53,6 +53,8 @@ class RunResult:
     steps: list[StepResult] = field(default_factory=list)
     checks: list[StepResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The migration files the run created, deleted or changed: {path, change, added, removed, diff, note}.
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

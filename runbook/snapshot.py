@@ -328,10 +328,15 @@ def read_archive(path: Path) -> dict[str, bytes]:
     return contents
 
 
-def _take_files(target: Target, root: str, patterns: list[str], dest: Path) -> dict[str, Any]:
-    files = find_files(target, root, patterns)
+def archive_files(target: Target, root: str, files: list[str], dest: Path) -> None:
+    """Write the backend's files (relative to root) into the tar.gz dest: one tar, or file by file."""
     if not files or not _archive_with_tar(target, root, files, dest):
         _archive_file_by_file(target, root, files, dest)
+
+
+def _take_files(target: Target, root: str, patterns: list[str], dest: Path) -> dict[str, Any]:
+    files = find_files(target, root, patterns)
+    archive_files(target, root, files, dest)
     contents = read_archive(dest)
     if sorted(contents) != files:
         missing = sorted(set(files) - set(contents))
