@@ -306,6 +306,9 @@ BROKEN_DUMPS = {
     "fails": ("echo 'pg_dump: error: simulated failure' >&2; exit 1", "pg_dump exited 1: pg_dump: error: simulated"),
     "not-a-dump": ("echo 'hello'", "database.dump is not a pg_dump custom-format archive"),
     "cut-short": ('/usr/lib/postgresql/15/bin/pg_dump "$@" | head -c 60000', "reading all of database.dump back"),
+    # A whole, readable dump of other data (here a copy missing rows): only counting its rows shows it.
+    "other-rows": ("exec /usr/lib/postgresql/15/bin/pg_dump --format=custom --no-password --dbname=shop_copy",
+                   "database.dump holds 10 rows of table extra_tag, the database had 2,500"),
 }
 
 
@@ -315,6 +318,10 @@ def test_a_failed_snapshot_runs_no_step(seeded: Path, runbook_cli: list[str], tm
     playbook = tmp_path / "break-then-fail.yml"
     playbook.write_text(BREAK_THEN_FAIL.format(how="fail", more_steps=""))
     state, files = db_state(), files_state(seeded)
+    if broken == "other-rows":
+        execute("CREATE DATABASE shop_copy TEMPLATE shop")
+        with psycopg.connect(**{**DB, "dbname": "shop_copy"}, autocommit=True) as conn:
+            conn.execute("DELETE FROM extra_tag WHERE id > 10")
     db = service_container(PROJECT, "db")
     fake = f"#!/bin/sh\n{script}\n"
     assert db.exec_run(["sh", "-c", 'printf "%s" "$1" > /opt/venv/bin/pg_dump && chmod +x /opt/venv/bin/pg_dump',
@@ -323,6 +330,7 @@ def test_a_failed_snapshot_runs_no_step(seeded: Path, runbook_cli: list[str], tm
         proc = run_cli(runbook_cli, seeded, "run", str(playbook), "--yes", "--rollback-on-failure")
     finally:
         db.exec_run(["rm", "-f", "/opt/venv/bin/pg_dump"])
+        execute("DROP DATABASE IF EXISTS shop_copy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr
