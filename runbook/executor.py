@@ -20,7 +20,7 @@ from runbook.actions import get_action
 from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.connection import PSQL_NOTE, open_database
-from runbook.database import Database
+from runbook.database import Database, run_application_name
 from runbook.errors import Interrupted, LockHeld, RunbookError, StepFailed
 from runbook.expect import check_expectations
 from runbook.file_changes import FileWatch
@@ -117,8 +117,8 @@ class Executor:
                 self.redactor.add(settings.password)
             result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
             result.target["database_path"] = settings.via
-            database = open_database(self.target, settings, application_name=(
-                f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            database = open_database(self.target, settings, application_name=run_application_name(
+                os.getpid(), result.host, result.started, plan.playbook.name))
             if isinstance(database, PsqlDatabase):
                 result.notes.append(PSQL_NOTE)
             database.lock_run()
