@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -85,7 +86,10 @@ def _run(cli: list[str], project: Path, db: dict, playbook: Path) -> tuple[int, 
                           text=True, stdin=subprocess.DEVNULL, timeout=300)
     text = proc.stdout + proc.stderr
     assert "Traceback" not in text, text
-    reports = sorted((project / ".runbook" / "reports").glob(f"*-{playbook.stem}.json"))
+    # By time written: two runs in one second are named `X-name.json` and `X-name-2.json`, which sort backwards.
+    reports = sorted((p for p in (project / ".runbook" / "reports").glob("*.json")
+                      if re.search(rf"-{re.escape(playbook.stem)}(-\d+)?\.json$", p.name)),
+                     key=lambda p: p.stat().st_mtime_ns)
     return proc.returncode, text, json.loads(reports[-1].read_text()) if reports else {}
 
 
