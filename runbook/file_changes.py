@@ -24,15 +24,13 @@ MAX_DIFF_LINES = 400
 MAX_TOTAL_BYTES = 512 * 1024
 
 
-def read_files(target: Target, config: Config, extra: list[str]) -> tuple[str, dict[str, bytes]]:
-    """Return the backend root and {relative path: bytes} of the files a snapshot would archive."""
-    root = backend_root(target, config)
-    patterns = file_patterns(target, root, extra)
+def read_files(target: Target, root: str, patterns: list[str]) -> dict[str, bytes]:
+    """Return {relative path: bytes} of the backend's files under root that match the patterns."""
     files = find_files(target, root, patterns)
     with tempfile.TemporaryDirectory(prefix="runbook-files-") as scratch:
         archive = Path(scratch) / FILES
         archive_files(target, root, files, archive)
-        return root, read_archive(archive)
+        return read_archive(archive)
 
 
 def _text(data: bytes | None) -> list[str] | None:
@@ -90,16 +88,18 @@ class FileWatch:
     def __init__(self, target: Target, config: Config, extra: list[str]):
         self.target, self.config, self.extra = target, config, extra
         self.before: dict[str, bytes] | None = None
-        self.root = ""
+        self.root, self.patterns = "", list(extra)
 
     def start(self, manifest: dict[str, Any] | None) -> str | None:
         """Take the before state (the snapshot's archive when it has one); return a note when it cannot."""
         try:
             if manifest and manifest.get("files") and (Path(manifest["path"]) / FILES).is_file():
-                self.root = manifest["files"]["root"]
+                self.root, self.patterns = manifest["files"]["root"], list(manifest["files"]["patterns"])
                 self.before = read_archive(Path(manifest["path"]) / FILES)
             else:
-                self.root, self.before = read_files(self.target, self.config, self.extra)
+                self.root = backend_root(self.target, self.config)
+                self.patterns = file_patterns(self.target, self.root, self.extra)
+                self.before = read_files(self.target, self.root, self.patterns)
         except (RunbookError, OSError) as exc:
             return f"the migration files could not be read before the steps, so no file diff is shown: {exc}"
         return None
@@ -109,7 +109,7 @@ class FileWatch:
         if self.before is None:
             return [], None
         try:
-            _, after = read_files(self.target, self.config, self.extra)
+            after = read_files(self.target, self.root, self.patterns)
         except (RunbookError, OSError) as exc:
             return [], f"the migration files could not be read after the run, so no file diff is shown: {exc}"
         return file_diffs(self.before, after), None

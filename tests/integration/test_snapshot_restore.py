@@ -227,6 +227,7 @@ def test_run_with_rollback_on_failure_restores_at_once(seeded: Path, runbook_cli
     assert record["rollback"]["status"] == "restored"
     assert record["rollback"]["snapshot"] == record["snapshot"]["id"]
     assert any(note.startswith("rolled back:") for note in record["notes"])
+    assert record["files"] == []  # the rollback put the files back too
     markdown = report.with_suffix(".md").read_text()
     assert f"the data is back as of snapshot {record['snapshot']['id']}" in markdown.split("## Run")[0]
 
@@ -240,6 +241,13 @@ def test_run_without_the_flag_leaves_the_damage_and_says_how_to_undo(seeded: Pat
     assert "== rollback" not in proc.stdout and "undo: runbook restore" in proc.stdout
     with psycopg.connect(**DB) as conn:
         assert conn.execute("SELECT count(*) FROM extra_event").fetchone()[0] == 3000
+    # A file made by a plain shell step is in the report as a diff too.
+    [report] = (seeded / ".runbook" / "reports").glob("*-break-then-fail.json")
+    assert json.loads(report.read_text())["files"] == [{
+        "path": "catalog/migrations/0003_scratch.py", "change": "created", "added": 1, "removed": 0,
+        "diff": "--- /dev/null\n+++ b/catalog/migrations/0003_scratch.py\n@@ -0,0 +1 @@\n+# scratch\n", "note": ""}]
+    assert "<summary>catalog/migrations/0003_scratch.py: created (+1 -0)</summary>" in report.with_suffix(
+        ".md").read_text()
 
 
 def test_a_damaged_snapshot_is_refused_before_anything_changes(seeded: Path, runbook_cli: list[str]) -> None:
