@@ -9,6 +9,7 @@ its diff, whichever step or command changed it, so no playbook has to produce di
 from __future__ import annotations
 
 import difflib
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class FileWatch:
                 self.root = backend_root(self.target, self.config)
                 self.patterns = file_patterns(self.target, self.root, self.extra)
                 self.before = read_files(self.target, self.root, self.patterns)
-        except (RunbookError, OSError) as exc:
+        except (RunbookError, OSError, tarfile.TarError) as exc:
             return f"the migration files could not be read before the steps, so no file diff is shown: {exc}"
         return None
 
@@ -110,6 +111,6 @@ class FileWatch:
             return [], None
         try:
             after = read_files(self.target, self.root, self.patterns)
-        except (RunbookError, OSError) as exc:
+        except (RunbookError, OSError, tarfile.TarError) as exc:
             return [], f"the migration files could not be read after the run, so no file diff is shown: {exc}"
         return file_diffs(self.before, after), None
