@@ -275,4 +275,11 @@ def alembic_schema_matches(ctx: RunContext, args: dict[str, Any]) -> ActionResul
 
 
 # Imported last: these modules register more actions and import this one's `action` decorator.
-from runbook import alembic_repair, django_conflict, django_files, django_repair, django_rerun  # noqa: E402,F401
+from runbook import (  # noqa: E402,F401
+    alembic_repair,
+    django_conflict,
+    django_files,
+    django_initial,
+    django_repair,
+    django_rerun,
+)

@@ -59,6 +59,17 @@ def is_network_failure(exc: BaseException) -> bool:
     return not any(word in lowered for word in answered)
 
 
+def run_application_name(pid: int, host: str, started: str, playbook: str) -> str:
+    """The name a run's session shows in pg_stat_activity: pid, host and start first, cut at 63 bytes."""
+    return f"runbook pid {pid} on {host} since {started} {playbook}".encode()[:63].decode(errors="ignore")
+
+
+def describe_holder(application_name: str | None, client_addr: str | None, backend_start: str | None) -> str:
+    """Name the session holding the run lock: what it calls itself, where it connects from, since when."""
+    where = f"client {client_addr}" if client_addr else "a local socket client"
+    return f"{application_name or 'a session with no name'} ({where}, connected at {backend_start or '?'})"
+
+
 class Database:
     """One connection for a whole run, opened on first use, autocommit so each statement stands alone."""
 
@@ -147,13 +158,14 @@ class Database:
         if rows[0][0]:
             return
         _, holders, _ = self.query(
-            "SELECT a.application_name, a.client_addr::text, a.backend_start::text FROM pg_locks l"
+            "SELECT a.application_name, host(a.client_addr),"
+            " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM pg_locks l"
             " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
             " AND l.classid = %(a)s AND l.objid = %(b)s AND l.granted",
             {"a": ADVISORY_LOCK[0], "b": ADVISORY_LOCK[1]})
-        holder = holders[0][0] if holders and holders[0][0] else "an unknown session"
         raise LockHeld(
-            f"another runbook run holds the database lock on {self.settings.dbname}: {holder}",
+            f"another runbook run holds the database lock on {self.settings.dbname}: "
+            + (describe_holder(*holders[0]) if holders else "an unknown session"),
             hint="wait for it to finish; the lock ends with that run's connection",
         )
 

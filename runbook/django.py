@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 SCRIPT = "django_inspect.py"
 FORMAT = 1
 HISTORY_KINDS = ("inconsistent-history",)
-SCHEMA_KINDS = ("table-missing", "column-missing", "column-type", "column-null")
+SCHEMA_KINDS = ("table-missing", "column-missing", "column-type", "column-null", "unique-missing", "index-missing",
+                "foreign-key-missing", "foreign-key-differs")
 MIGRATION_RE = re.compile(r"^[A-Za-z_][\w]*\.[\w]+$")
 
 

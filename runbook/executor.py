@@ -22,9 +22,10 @@ from typing import Any
 from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.connection import open_database
-from runbook.database import Database
+from runbook.database import Database, run_application_name
 from runbook.errors import Interrupted, LockHeld, Refused, RunbookError, StepFailed
 from runbook.expect import check_expectations
+from runbook.file_changes import FileWatch
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
@@ -138,6 +139,7 @@ class Executor:
             self.target.on_warning = lambda text: self._emit("warning", text=self.redactor.text(text))
         lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
+        self.files = FileWatch(self.target, self.config, list(plan.playbook.snapshot.files))
         try:
             lock.acquire()
             result.target = self.target.describe()
@@ -147,8 +149,8 @@ class Executor:
                 self.redactor.add(settings.password)
             result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
             result.target["database_path"] = settings.via
-            database = open_database(self.target, settings, application_name=(
-                f"runbook {plan.playbook.name} pid {os.getpid()} on {result.host} since {result.started}"))
+            database = open_database(self.target, settings, application_name=run_application_name(
+                os.getpid(), result.host, result.started, plan.playbook.name))
             result.target["database_path"] = database.settings.via  # psql when the network path failed
             if isinstance(database, PsqlDatabase):
                 result.notes.append(database.note)
@@ -177,6 +179,8 @@ class Executor:
                 if step.status == "running":
                     step.status = "interrupted"
             result.notes.extend(getattr(self.target, "warnings", []))
+            # Before the rehearsal's cleanup: on a rehearsal the files changed are the copy's.
+            self._capture_files(result)
             if self.rehearsal is not None:
                 self._leave_rehearsal(result)
             if database is not None and self.rehearsal is None:
@@ -209,6 +213,14 @@ class Executor:
         except (RunbookError, KeyboardInterrupt):
             result.notes.append("could not read the history rows after the run")
 
+    def _capture_files(self, result: RunResult) -> None:
+        try:
+            result.files, note = self.files.finish()
+        except KeyboardInterrupt:
+            note = "interrupted while reading the migration files after the run: no file diff is shown"
+        if note:
+            result.notes.append(note)
+
     def _write_report(self, result: RunResult) -> Path | None:
         try:
             md, _ = write_report(result, self.config.artifacts_dir() / "reports", self.redactor)
@@ -227,6 +239,7 @@ class Executor:
         spec = plan.playbook.snapshot
         if self.rehearsal is not None:
             spec = spec.model_copy(update={"database": True})  # the copy is made from the dump
+        manifest = None
         if spec.history or spec.database or spec.files:
             # Raises SnapshotFailed (exit 1) when any part fails: then no step runs.
             manifest = take_snapshot(self.target, ctx.database, self.config, plan.playbook.name, spec,
@@ -234,9 +247,14 @@ class Executor:
             result.snapshot = snapshot_summary(manifest)
             self._manifest = manifest
             self._emit("note", text=f"snapshot {manifest['id']} written")
+        # What the files were before the steps, so the report can show each change as a diff.
+        note = self.files.start(manifest)
+        if note:
+            result.notes.append(note)
         if self.rehearsal is not None and self._manifest is not None:
             self._emit("stage", name="rehearsal copy")
             ctx = self.rehearsal.enter(ctx, self._manifest)
+            self.files.follow(ctx.target, ctx.config)
 
         self._emit("stage", name="steps")
         try:

@@ -215,7 +215,14 @@ def _context(d: dict[str, Any]) -> dict[str, Any]:
         "steps": steps,
         "checks": checks,
         "history": _history(d["history_before"], d["history_after"]),
+        "files": [_file_view(f) for f in d.get("files", [])],
     }
+
+
+def _file_view(f: dict[str, Any]) -> dict[str, Any]:
+    counts = f"+{f['added']} -{f['removed']}" if f["diff"] or f["added"] or f["removed"] else ""
+    summary = f"{f['path']}: {f['change']}" + (f" ({counts})" if counts else "")
+    return {"summary": summary, "note": f["note"], "diff": _fenced(f["diff"], "diff") if f["diff"] else ""}
 
 
 def _stopped_at(steps: list[dict[str, Any]]) -> tuple[int, str] | None:

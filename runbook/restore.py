@@ -88,11 +88,14 @@ $runbook$;"""
 
 # The dump arrives on stdin. psql applies the prelude, then pg_restore's script; COMMIT is sent only when
 # pg_restore read the whole archive, otherwise an error makes psql stop and the server roll everything back.
+# Without --single-transaction, pg_restore wraps large objects in a BEGIN/COMMIT of its own, and that
+# COMMIT would end our transaction half way. With it, pg_restore opens with a BEGIN (inside ours: a
+# warning, silenced here) and ends with the one COMMIT; ours then finds no transaction (silenced too).
 RESTORE_SCRIPT = r"""prelude=$1; shift
 {
-  printf '%s\n' "$prelude"
-  if pg_restore --clean --if-exists "$@" --file=-; then
-    printf '%s\n' 'COMMIT;'
+  printf '%s\n' "$prelude" 'SET LOCAL client_min_messages = error;'
+  if pg_restore --clean --if-exists --single-transaction "$@" --file=-; then
+    printf '%s\n' 'SET client_min_messages = error;' 'COMMIT;'
   else
     printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'runbook: pg_restore could not read the snapshot'; END \$\$;"
   fi
@@ -225,47 +228,67 @@ def _restore_files(target: Target, archive: Path, info: dict[str, Any], outcome:
 
 def _check(target: Target, db: Database, directory: Path, manifest: dict[str, Any],
            outcome: RestoreOutcome) -> None:
-    """Compare the live state with the manifest; every difference is a problem."""
-    database = manifest.get("database")
+    """Read the live state back and compare it with the manifest; every difference is a problem."""
     history_path = directory / HISTORY
+    history_then = json.loads(history_path.read_text()) if history_path.exists() else None
+    now: dict[str, Any] = {}
+    history_now: dict[str, Any] = {}
     try:
         with reading(db, f"runbook check {outcome.snapshot}") as (query, _):
-            now = table_stats(query) if database else {}
-            if history_path.exists():
+            now = table_stats(query) if manifest.get("database") else {}
+            if history_then is not None:
                 history_now = history_rows(query)
     except EnvironmentNotReady:
         raise
     except RunbookError as exc:
         outcome.problems.append(f"could not read the database back: {exc}")
         return
+    files = manifest.get("files")
+    digests = None
+    if files:
+        digests = file_digests(target, files["root"], find_files(target, files["root"], files["patterns"]))
+    problems, checked = differences(manifest, now, history_then, history_now, digests)
+    outcome.problems += problems
+    outcome.checked += checked
+
+
+def differences(manifest: dict[str, Any], tables_now: dict[str, Any], history_then: dict[str, Any] | None,
+                history_now: dict[str, Any], digests: dict[str, str] | None) -> tuple[list[str], list[str]]:
+    """Compare what was read back with the manifest; return the differences and what was checked."""
+    problems: list[str] = []
+    checked: list[str] = []
+    database = manifest.get("database")
     if database:
-        before = database["tables"]
+        before, now = database["tables"], tables_now
         extra, missing = sorted(set(now) - set(before)), sorted(set(before) - set(now))
         if extra:
-            outcome.problems.append(f"tables not in the snapshot: {', '.join(extra)}")
+            problems.append(f"tables not in the snapshot: {', '.join(extra)}")
         if missing:
-            outcome.problems.append(f"tables missing: {', '.join(missing)}")
+            problems.append(f"tables missing: {', '.join(missing)}")
         summed = 0
         for name in sorted(set(now) & set(before)):
             if now[name]["rows"] != before[name]["rows"]:
-                outcome.problems.append(f"{name}: {now[name]['rows']} rows, the snapshot had {before[name]['rows']}")
+                problems.append(f"{name}: {now[name]['rows']} rows, the snapshot had {before[name]['rows']}")
             elif before[name]["checksum"] and now[name]["checksum"] != before[name]["checksum"]:
-                outcome.problems.append(f"{name}: same row count, different contents")
+                problems.append(f"{name}: same row count, different contents")
             summed += now[name]["rows"]
         hashed = sum(1 for t in before.values() if t["checksum"])
-        outcome.checked.append(f"{len(before)} tables, {summed:,} rows ({hashed} checksummed)")
-    if history_path.exists():
-        history_then = json.loads(history_path.read_text())
+        checked.append(f"{len(before)} tables, {summed:,} rows ({hashed} checksummed)")
+    if history_then is not None:
         for table in sorted(set(history_then) | set(history_now)):
             if history_then.get(table) != history_now.get(table):
-                outcome.problems.append(f"{table} rows differ from the snapshot")
-        outcome.checked.append("history rows (" + ", ".join(f"{t} {len(r)}" for t, r in history_then.items()) + ")")
+                then, now_rows = history_then.get(table) or [], history_now.get(table) or []
+                gone = [" ".join(map(str, r)) for r in then if r not in now_rows]
+                new = [" ".join(map(str, r)) for r in now_rows if r not in then]
+                detail = "; ".join(([f"missing {', '.join(gone[:3])}"] if gone else [])
+                                   + ([f"extra {', '.join(new[:3])}"] if new else []))
+                problems.append(f"{table} rows differ from the snapshot" + (f" ({detail})" if detail else ""))
+        checked.append("history rows (" + ", ".join(f"{t} {len(r)}" for t, r in history_then.items()) + ")")
     files = manifest.get("files")
-    if files:
+    if files and digests is not None:
         expected = {f["path"]: f["sha256"] for f in files["list"]}
-        present = find_files(target, files["root"], files["patterns"])
-        digests = file_digests(target, files["root"], present)
         if digests != expected:
             differ = sorted(p for p in set(expected) | set(digests) if expected.get(p) != digests.get(p))
-            outcome.problems.append(f"migration files differ: {', '.join(differ[:5])}")
-        outcome.checked.append(f"{len(expected)} migration files")
+            problems.append(f"migration files differ: {', '.join(differ[:5])}")
+        checked.append(f"{len(expected)} migration files")
+    return problems, checked

@@ -58,6 +58,8 @@ class RunResult:
     # --rehearse: everything ran on a copy; what the copy was and how the real run is started.
     rehearsal: bool = False
     rehearsed_on: dict[str, Any] = field(default_factory=dict)
+    # The migration files the run created, deleted or changed: {path, change, added, removed, diff, note}.
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

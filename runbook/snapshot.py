@@ -56,7 +56,9 @@ STABLE_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": 
                    "extra_float_digits": "3", "bytea_output": "hex"}
 TABLES_SQL = (
     "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY c.relname"
+    # Ordinary tables only, leaf partitions included: pg_dump writes the rows of a partitioned table
+    # under its partitions, and counting the parent too would count them twice.
+    " WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname"
 )
 DATA_SIZE_SQL = (
     "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -328,10 +330,15 @@ def read_archive(path: Path) -> dict[str, bytes]:
     return contents
 
 
-def _take_files(target: Target, root: str, patterns: list[str], dest: Path) -> dict[str, Any]:
-    files = find_files(target, root, patterns)
+def archive_files(target: Target, root: str, files: list[str], dest: Path) -> None:
+    """Write the backend's files (relative to root) into the tar.gz dest: one tar, or file by file."""
     if not files or not _archive_with_tar(target, root, files, dest):
         _archive_file_by_file(target, root, files, dest)
+
+
+def _take_files(target: Target, root: str, patterns: list[str], dest: Path) -> dict[str, Any]:
+    files = find_files(target, root, patterns)
+    archive_files(target, root, files, dest)
     contents = read_archive(dest)
     if sorted(contents) != files:
         missing = sorted(set(files) - set(contents))
@@ -348,8 +355,58 @@ def dump_argv(snapshot: str | None) -> list[str]:
     return argv + ([f"--snapshot={snapshot}"] if snapshot else [])
 
 
-def check_dump(target: Target, client: PgClient, path: Path, tables: dict[str, Any]) -> dict[str, Any]:
-    """Prove the dump is readable: the PGDMP header, `pg_restore --list`, and every data block read back."""
+# Reads every data block back (a dump cut short or corrupted after its header fails here) and counts the
+# rows of each COPY block: `rows N TABLE` per table, then pg_restore's exit status on the last line.
+COUNT_ROWS_SCRIPT = r"""{ pg_restore --data-only --file=-; echo "runbook-exit $?"; } | awk '
+  copying && $0 == "\." { print "rows", n, name; copying = 0; next }
+  copying { n++; next }
+  /^COPY .* FROM stdin;$/ { name = substr($0, 6); sub(/ \(.*\) FROM stdin;$/, "", name);
+                            sub(/ FROM stdin;$/, "", name); copying = 1; n = 0; next }
+  { last = $0 }
+  END { print last }'"""
+
+
+def _unquote(name: str) -> str:
+    """Return a COPY target (public.'"Odd x"') as TABLES_SQL spells the table (Odd x)."""
+    if name.startswith("public."):
+        name = name[len("public."):]
+    if name.startswith('"') and name.endswith('"'):
+        name = name[1:-1].replace('""', '"')
+    return name
+
+
+def parse_row_counts(output: str) -> tuple[int | None, dict[str, int]]:
+    """Return pg_restore's exit status and {table: rows} from COUNT_ROWS_SCRIPT's output."""
+    counts: dict[str, int] = {}
+    status: int | None = None
+    for line in output.splitlines():
+        if line.startswith("rows "):
+            _, n, name = line.split(" ", 2)
+            counts[_unquote(name)] = counts.get(_unquote(name), 0) + int(n)
+        elif line.startswith("runbook-exit "):
+            status = int(line.split()[1])
+    return status, counts
+
+
+def size_problems(size: int, tables: dict[str, Any], dumped: dict[str, int], consistent: bool) -> list[str]:
+    """Say where the dump does not hold what the database held when it was written."""
+    problems = []
+    if size <= len(DUMP_MAGIC):
+        problems.append(f"{DUMP} is empty ({size} bytes)")
+    for name, stats in tables.items():
+        got = dumped.get(name)
+        if got is None:
+            continue  # no COPY block: `pg_restore --list` already named the table
+        # Without one exported snapshot, writes between the dump and the counts can differ; an empty dump
+        # of a table that has rows cannot come from them.
+        if (consistent and got != stats["rows"]) or (not consistent and got == 0 and stats["rows"]):
+            problems.append(f"{DUMP} holds {got:,} rows of table {name}, the database had {stats['rows']:,}")
+    return problems
+
+
+def check_dump(target: Target, client: PgClient, path: Path, tables: dict[str, Any],
+               consistent: bool = True) -> dict[str, Any]:
+    """Prove the dump is readable and whole: header, `pg_restore --list`, every row read back and counted."""
     size = path.stat().st_size
     with path.open("rb") as fh:
         magic = fh.read(len(DUMP_MAGIC))
@@ -365,12 +422,18 @@ def check_dump(target: Target, client: PgClient, path: Path, tables: dict[str, A
         if missing:
             raise SnapshotFailed(f"{DUMP} holds no data for table {', '.join(missing[:5])}")
     # --list reads only the table of contents at the head: read every data block too, so a dump cut short
-    # or corrupted after its header is caught now and not on the day it is needed.
-    result = target.exec_from_file(client.service, ["pg_restore", "--file=/dev/null"], path, env=client.env)
-    if result.exit_code != 0:
-        raise SnapshotFailed(first_error(result, f"reading all of {DUMP} back with pg_restore"))
+    # or corrupted after its header is caught now and not on the day it is needed, and count its rows.
+    result = target.exec_from_file(client.service, ["sh", "-c", COUNT_ROWS_SCRIPT], path, env=client.env)
+    status, dumped = parse_row_counts(result.stdout)
+    if result.exit_code != 0 or status != 0:
+        failed = ExecResult(status if status else result.exit_code, result.stdout, result.stderr)
+        raise SnapshotFailed(first_error(failed, f"reading all of {DUMP} back with pg_restore"))
+    problems = size_problems(size, tables, dumped, consistent)
+    if problems:
+        raise SnapshotFailed("; ".join(problems[:3]), hint="the dump is not whole: take the snapshot again")
     match = re.search(r"Dumped by pg_dump version: (.+)", listing)
-    return {"toc_entries": len(entries), "dumped_by": match.group(1).strip() if match else ""}
+    return {"toc_entries": len(entries), "dumped_by": match.group(1).strip() if match else "",
+            "dumped_rows": sum(dumped.values())}
 
 
 def _check_free_space(directory: Path, data_bytes: int) -> None:
@@ -400,9 +463,10 @@ def _take_database(target: Target, db: Database, directory: Path, snapshot_id: s
         tables = table_stats(query)
         history = history_rows(query) if want_history else None
         server_version = str(query("SHOW server_version")[0][0])
-    checked = check_dump(target, client, directory / DUMP, tables)
+    checked = check_dump(target, client, directory / DUMP, tables, consistent=exported is not None)
     progress(f"dump readable: pg_restore --list shows {checked['toc_entries']} entries; "
-             f"{len(tables)} tables, {sum(t['rows'] for t in tables.values()):,} rows counted")
+             f"{len(tables)} tables, {sum(t['rows'] for t in tables.values()):,} rows counted, "
+             f"{checked['dumped_rows']:,} rows read back from the dump")
     database = {"name": settings.dbname, "user": settings.user, "server_version": server_version,
                 "consistent": exported is not None, "dump_seconds": round(elapsed, 3), **checked,
                 "tables": tables}

@@ -94,6 +94,7 @@ def schema_problems(models, tables):
             problems.append({"kind": "table-missing", "model": label, "table": model["table"],
                              "message": f"table {model['table']} of model {label} does not exist"})
             continue
+        problems += key_problems(model, table)
         for column in model["columns"]:
             found = compare_column(column, table["columns"].get(column["column"]))
             if found:
@@ -105,6 +106,48 @@ def schema_problems(models, tables):
                     "actual": describe_column(live["type"], live["null"]) if live else None,
                     "message": f"column {model['table']}.{column['column']} (field {label}.{column['field']}) "
                                + text})
+    return problems
+
+
+def has_unique(table, columns):
+    """True when a unique index or constraint (not the primary key) covers exactly these columns."""
+    return any(i["unique"] and not i.get("primary") and i["columns"] == columns
+               for i in table.get("indexes", ())) or any(
+        c["type"] == "unique" and c["columns"] == columns for c in table.get("constraints", ()))
+
+
+def has_index(table, columns):
+    """True when any index (unique or not) has exactly these columns; names differ between installs."""
+    return any(i["columns"] == columns for i in table.get("indexes", ())) or has_unique(table, columns)
+
+
+def foreign_keys(table, columns):
+    """Return the [table, columns] each foreign key on exactly these columns references."""
+    return [c["references"] for c in table.get("constraints", ()) if c["columns"] == columns and c.get("references")]
+
+
+def key_problems(model, table):
+    """Compare a model's unique constraints, indexes and foreign keys (by columns) with a live table."""
+    problems = []
+    label, name = model["model"], model["table"]
+    for key in model.get("keys", []):
+        columns, where = key["columns"], f"{name}({', '.join(key['columns'])})"
+        base = {"model": label, "table": name, "column": ",".join(columns), "field": key.get("field")}
+        if key["kind"] == "unique" and not has_unique(table, columns):
+            problems.append({**base, "kind": "unique-missing",
+                             "message": f"unique constraint on {where} does not exist ({key['why']})"})
+        elif key["kind"] == "index" and not has_index(table, columns):
+            problems.append({**base, "kind": "index-missing",
+                             "message": f"index on {where} does not exist ({key['why']})"})
+        elif key["kind"] == "foreign key":
+            found = foreign_keys(table, columns)
+            if key["references"] in found:
+                continue
+            arrow = f"{where} -> {key['references'][0]}({', '.join(key['references'][1])})"
+            others = ", ".join(f"{r[0]}({', '.join(r[1])})" for r in found)
+            problems.append({**base, "kind": "foreign-key-differs" if found else "foreign-key-missing",
+                             "message": f"foreign key {arrow} does not exist ({key['why']})"
+                                        + (f"; it references {others}" if others else "")})
     return problems
 
 
@@ -248,6 +291,28 @@ def model_columns(model, connection):
     return columns
 
 
+def model_keys(model):
+    """Return the unique constraints, indexes and foreign keys a model's table should have, by columns."""
+    keys, opts = [], model._meta
+    for field in opts.local_fields:
+        if field.column is None or field.primary_key:
+            continue
+        why = f"field {opts.label}.{field.name}"
+        if field.remote_field is not None and getattr(field, "db_constraint", False):
+            target = field.target_field
+            keys.append({"kind": "foreign key", "columns": [field.column], "field": field.name, "why": why,
+                         "references": [target.model._meta.db_table, [target.column]]})
+        if field.unique:
+            keys.append({"kind": "unique", "columns": [field.column], "field": field.name, "why": why + " unique"})
+        elif field.db_index:
+            keys.append({"kind": "index", "columns": [field.column], "field": field.name, "why": why + " db_index"})
+    for kind, sets in (("unique", opts.unique_together), ("index", getattr(opts, "index_together", ()))):
+        for fields in sets:
+            keys.append({"kind": kind, "columns": [opts.get_field(f).column for f in fields], "field": None,
+                         "why": f"{opts.label} Meta.{kind}_together {list(fields)}"})
+    return keys
+
+
 def should_exist(model, alias):
     from django.db import router
 
@@ -262,7 +327,8 @@ def models_part(connection, alias):
     for model in apps.get_models(include_auto_created=True):
         if should_exist(model, alias):
             models.append({"app": model._meta.app_label, "model": model._meta.label,
-                           "table": model._meta.db_table, "columns": model_columns(model, connection)})
+                           "table": model._meta.db_table, "columns": model_columns(model, connection),
+                           "keys": model_keys(model)})
     return sorted(models, key=lambda m: (m["app"], m["table"]))
 
 
@@ -402,14 +468,31 @@ class Checker:
         return self.item(subject, False, f"foreign key {arrow} does not exist", "missing")
 
     def unique(self, table, columns, wanted):
-        info = self.tables.get(table) or {"indexes": [], "constraints": []}
-        has = any(i["unique"] and not i.get("primary") and i["columns"] == columns for i in info["indexes"]) or any(
-            c["type"] == "unique" and c["columns"] == columns for c in info["constraints"])
+        has = has_unique(self.tables.get(table) or {"indexes": [], "constraints": []}, columns)
         what = f"unique constraint on {table}({', '.join(columns)})"
         if has == wanted:
             return self.item(what, True, f"{what} {'exists' if wanted else 'is absent'}")
         return self.item(what, False, f"{what} {'does not exist' if wanted else 'still exists'}",
                          "missing" if wanted else "unexpected")
+
+    def index(self, table, columns, wanted):
+        has = has_index(self.tables.get(table) or {"indexes": [], "constraints": []}, columns)
+        what = f"index on {table}({', '.join(columns)})"
+        if has == wanted:
+            return self.item(what, True, f"{what} {'exists' if wanted else 'is absent'}")
+        return self.item(what, False, f"{what} {'does not exist' if wanted else 'still exists'}",
+                         "missing" if wanted else "unexpected")
+
+    def key_items(self, table, field):
+        # Only for a column that exists: a missing one is already refused, and a later migration's
+        # check on the same column (RemoveField, RenameField) can then supersede it.
+        if field.primary_key:
+            return []
+        if field.unique:
+            return [self.unique(table, [field.column], True)]
+        if field.db_index:
+            return [self.index(table, [field.column], True)]
+        return []
 
     def model_items(self, model):
         table = model._meta.db_table
@@ -419,6 +502,9 @@ class Checker:
                 items += self.field_items(model, field)
             items += [self.name_present(table, i.name, "index") for i in model._meta.indexes if i.name]
             items += [self.name_present(table, c.name, "constraint") for c in model._meta.constraints]
+            items += self.together_items(model, model, model._meta.unique_together, ())
+            for fields in getattr(model._meta, "index_together", ()):
+                items.append(self.index(table, [model._meta.get_field(f).column for f in fields], True))
         for field in model._meta.local_many_to_many:
             through = field.remote_field.through
             if through._meta.auto_created:
@@ -437,6 +523,8 @@ class Checker:
         if field.remote_field is not None and getattr(field, "db_constraint", False) \
                 and items[0]["problem"] != "missing":
             items.append(self.foreign_key(model._meta.db_table, field))
+        if items[0]["problem"] != "missing":
+            items += self.key_items(model._meta.db_table, field)
         return items
 
     def alter_field_items(self, old_model, new_model, old, new):
@@ -459,7 +547,9 @@ class Checker:
             unknown.append("dropping the foreign key")
         if old.unique != new.unique and not new.primary_key:
             items.append(self.unique(table, [new.column], bool(new.unique)))
-        for attr in ("db_index", "db_default", "db_comment", "db_collation"):
+        if old.db_index != new.db_index and not new.unique and not new.primary_key:
+            items.append(self.index(table, [new.column], bool(new.db_index)))
+        for attr in ("db_default", "db_comment", "db_collation"):
             if getattr(old, attr, None) != getattr(new, attr, None):
                 unknown.append(attr)
         if unknown:

@@ -58,7 +58,7 @@ def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: l
 
     proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "customer.0001_initial... FAKED" in proc.stdout  # streamed from the container
+    assert "customer.0001_initial: record: its tables, columns and keys exist" in proc.stdout
 
     rows_after, data_after = _state()
     assert rows_after == rows_before
@@ -74,12 +74,81 @@ def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: l
     assert "runbook-secret" not in report.with_suffix(".md").read_text()
 
 
+def test_fake_initial_repairs_a_restored_dump_without_any_history_row(shop_stack: Path,
+                                                                      runbook_cli: list[str]) -> None:
+    _reset_database(shop_stack)
+    rows_before, data_before = _state()
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations")
+
+    proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _state() == (rows_before, data_before)  # every row back, built-in apps' too; no data touched
+    [report] = (shop_stack / ".runbook" / "reports").glob("*-fake-initial.json")
+    record = json.loads(report.read_text())
+    assert {c["name"]: c["status"] for c in record["checks"]} == {
+        "history is consistent": "ok", "no unapplied migration": "ok", "the schema matches the models": "ok",
+        "models match the migration files": "ok"}
+    assert ("contenttypes.0002_remove_content_type_name: record: its tables, columns and keys exist"
+            in record["steps"][0]["stdout"])
+    assert "[ ]" not in manage(PROJECT, "showmigrations", "--list")
+
+
+def test_fake_initial_refuses_a_table_missing_a_column_and_changes_nothing(shop_stack: Path,
+                                                                           runbook_cli: list[str]) -> None:
+    _reset_database(shop_stack)
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app IN ('catalog', 'customer', 'customer_contact')")
+        conn.execute("ALTER TABLE customer_customer DROP COLUMN created")
+    state = _state_without("customer_customer")
+
+    proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
+    assert len(error) == 1, proc.stderr
+    assert ("customer.0001_initial: partly in the schema, neither recorded nor applied: column "
+            "customer_customer.created does not exist") in proc.stdout
+    assert _state_without("customer_customer") == state  # catalog's proven rows were not recorded either
+
+
+def test_fake_initial_applies_a_migration_whose_column_is_absent(shop_stack: Path, runbook_cli: list[str]) -> None:
+    _reset_database(shop_stack)
+    rows_before, _ = _state()
+    with psycopg.connect(**DB) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app = 'catalog'")
+        conn.execute("ALTER TABLE catalog_product DROP COLUMN description")
+    _, data = _state_without("catalog_product")
+
+    proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "catalog.0001_initial: record: its tables, columns and keys exist" in proc.stdout
+    assert "catalog.0002_product_description: apply for real: nothing it creates exists yet" in proc.stdout
+    rows_after, data_after = _state_without("catalog_product")
+    assert rows_after == rows_before
+    assert {k: v for k, v in data_after.items() if k != "columns"} == {
+        k: v for k, v in data.items() if k not in ("columns", "catalog_product")}
+    assert ("description",) in data_after["columns"]
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE description = '') FROM catalog_product"
+                            ).fetchone() == (60, 60)
+
+
+def _state_without(table: str) -> tuple[set[tuple[str, str]], dict[str, list]]:
+    """History rows, every data table but `table` row by row, and `table`'s columns."""
+    with psycopg.connect(**DB) as conn:
+        rows = {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
+        data = {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in DATA_TABLES if t != table}
+        data["columns"] = conn.execute("SELECT column_name FROM information_schema.columns "
+                                       "WHERE table_name = %s ORDER BY 1", (table,)).fetchall()
+    return rows, data
+
+
 def test_dry_run_touches_nothing(shop_stack: Path, runbook_cli: list[str]) -> None:
     shutil.rmtree(shop_stack / ".runbook", ignore_errors=True)
     proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "backend would run:" in proc.stdout
-    assert "python manage.py migrate --fake-initial --noinput" in proc.stdout
+    assert "django.plan-fake-initial" in proc.stdout
     assert not (shop_stack / ".runbook").exists()
 
 

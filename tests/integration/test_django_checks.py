@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -85,7 +86,10 @@ def _run(cli: list[str], project: Path, db: dict, playbook: Path) -> tuple[int, 
                           text=True, stdin=subprocess.DEVNULL, timeout=300)
     text = proc.stdout + proc.stderr
     assert "Traceback" not in text, text
-    reports = sorted((project / ".runbook" / "reports").glob(f"*-{playbook.stem}.json"))
+    # By time written: two runs in one second are named `X-name.json` and `X-name-2.json`, which sort backwards.
+    reports = sorted((p for p in (project / ".runbook" / "reports").glob("*.json")
+                      if re.search(rf"-{re.escape(playbook.stem)}(-\d+)?\.json$", p.name)),
+                     key=lambda p: p.stat().st_mtime_ns)
     return proc.returncode, text, json.loads(reports[-1].read_text()) if reports else {}
 
 
@@ -163,6 +167,67 @@ def test_dropped_column_fails_schema_check_and_refuses_the_fake(shop, tmp_path: 
     assert code == 0, text
     assert ("catalog", "0002_product_description") in _rows(db)
     assert "recorded catalog.0002_product_description" in _check_output(report, "fake")
+
+
+def _constraint_of(db: dict, table: str, column: str, kind: str) -> str:
+    [[name]] = _sql(db, "SELECT c.conname FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
+                        f"AND a.attnum = ANY(c.conkey) WHERE c.conrelid = '{table}'::regclass AND c.contype = '{kind}' "
+                        f"AND a.attname = '{column}'")
+    return name
+
+
+def test_a_dropped_unique_constraint_or_fk_index_refuses_the_fake(shop, tmp_path: Path,
+                                                                   runbook_cli: list[str]) -> None:
+    project, db = shop
+    # Names differ between installs (hash suffixes): look them up, as a DBA would before dropping.
+    unique = _constraint_of(db, "customer_customer", "email", "u")
+    [[fk_index]] = _sql(db, "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
+                            "'customer_contact_customercontact'::regclass AND NOT indisprimary")
+    _sql(db, f'ALTER TABLE customer_customer DROP CONSTRAINT "{unique}"', f'DROP INDEX "{fk_index}"',
+         "DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
+    rows = _rows(db)
+    schema = [{"name": "schema matches the models", "action": "django.schema-matches"}]
+    fake = {"name": "fake", "action": "django.fake", "with": {"migrations": [
+        "customer.0001_initial", "customer_contact.0001_initial", "customer_contact.0002"]}}
+    code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "fake-keys", [fake], schema))
+    assert code == 1, text
+    output = _check_output(report, "fake")
+    assert "NO   unique constraint on customer_customer(email) does not exist" in output
+    assert "NO   index on customer_contact_customercontact(customer_id) does not exist" in output
+    assert _rows(db) == rows  # nothing recorded
+    assert not _sql(db, "SELECT 1 FROM pg_constraint WHERE conrelid = 'customer_customer'::regclass "
+                        "AND contype = 'u'")
+
+    code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "drift-keys", [INSPECT], schema))
+    assert code == 3, text
+    problems = _check_output(report, "schema matches the models")
+    assert ("unique constraint on customer_customer(email) does not exist (field customer.Customer.email unique)"
+            in problems)
+    assert ("index on customer_contact_customercontact(customer_id) does not exist "
+            "(field customer_contact.CustomerContact.customer db_index)") in problems
+
+    # Put them back under other names: matched by columns, the fake is proven and the schema matches.
+    _sql(db, "ALTER TABLE customer_customer ADD CONSTRAINT another_name UNIQUE (email)",
+         "CREATE INDEX any_name ON customer_contact_customercontact (customer_id)")
+    code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "fake-keys", [fake], schema))
+    assert code == 0, text
+    assert ("customer", "0001_initial") in _rows(db)
+
+
+def test_a_foreign_key_to_another_table_is_a_schema_difference(shop, tmp_path: Path,
+                                                                runbook_cli: list[str]) -> None:
+    project, db = shop
+    fk = _constraint_of(db, "catalog_product", "category_id", "f")
+    _sql(db, f'ALTER TABLE catalog_product DROP CONSTRAINT "{fk}"',
+         "CREATE TABLE other_category (id bigint PRIMARY KEY)",
+         "INSERT INTO other_category SELECT id FROM catalog_category",
+         "ALTER TABLE catalog_product ADD FOREIGN KEY (category_id) REFERENCES other_category(id)")
+    schema = [{"name": "schema matches the models", "action": "django.schema-matches"}]
+    code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "fk-drift", [INSPECT], schema))
+    assert code == 3, text
+    assert ("foreign key catalog_product(category_id) -> catalog_category(id) does not exist (field "
+            "catalog.Product.category); it references other_category(id)") in _check_output(
+        report, "schema matches the models")
 
 
 def test_a_column_of_another_type_refuses_the_fake(shop, tmp_path: Path, runbook_cli: list[str]) -> None:

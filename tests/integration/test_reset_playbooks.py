@@ -264,6 +264,19 @@ def test_reset_all_regenerates_local_apps_only(clean: Path, runbook_cli: list[st
     assert "LOGIN True" in check
     report, markdown = _report(clean, "reset-all-migrations")
     assert report["status"] == "done" and all(c["status"] == "ok" for c in report["checks"])
+    # Every deleted and regenerated file is in the report as a diff, not only listed.
+    changes = {f["path"]: f for f in report["files"]}
+    deleted = changes["contacts/migrations/0002_phone_and_tags.py"]
+    assert deleted["change"] == "deleted" and deleted["diff"].startswith(
+        "--- a/contacts/migrations/0002_phone_and_tags.py\n+++ /dev/null\n")
+    assert changes["tenants/migrations/0015_alter_tenant_schema_name.py"]["change"] == "deleted"
+    assert len([f for f in report["files"] if f["change"] == "deleted"]) == 21 - 5  # the five 0001 came back
+    regenerated = changes["contacts/migrations/0001_initial.py"]
+    assert regenerated["change"] == "modified" and "TaggableManager" in regenerated["diff"]
+    assert not any(p.startswith("taggit") or "site-packages" in p for p in changes)
+    assert "## Files changed" in markdown
+    assert "<summary>contacts/migrations/0002_phone_and_tags.py: deleted (+0 -" in markdown
+    assert "+++ /dev/null" in markdown
     assert PASSWORD not in markdown and PASSWORD not in json.dumps(report) and PASSWORD not in proc.stdout
     _migrate_runs_clean()
 
@@ -317,8 +330,20 @@ def test_squash_reset_replaces_the_tenants_chain(clean: Path, runbook_cli: list[
     assert {app: rows for app, rows in history.items() if app != "tenants"} == \
            {app: rows for app, rows in history_before.items() if app != "tenants"}
     assert _data() == data_before
-    report, _ = _report(clean, "squash-reset")
+    report, markdown = _report(clean, "squash-reset")
     assert report["status"] == "done" and all(c["status"] == "ok" for c in report["checks"])
+    # The report holds every file change as a diff: 15 deleted, one created, three dependants edited.
+    changes = {f["path"]: f["change"] for f in report["files"]}
+    assert changes == {
+        **{f"tenants/migrations/{n}": "deleted" for n in old if n != "__init__.py" and n != "0001_initial.py"},
+        "tenants/migrations/0001_initial.py": "modified",
+        "core/migrations/0001_initial.py": "modified", "core/migrations/0002_userpreferences.py": "modified",
+        "billing/migrations/0001_initial.py": "modified"}
+    billing_diff = next(f["diff"] for f in report["files"] if f["path"] == "billing/migrations/0001_initial.py")
+    assert '-        ("tenants", "0008_stable_index_names"),' in billing_diff
+    assert '+        ("tenants", "0001_initial"),' in billing_diff
+    assert "<summary>tenants/migrations/0015_alter_tenant_schema_name.py: deleted" in markdown
+    assert "<summary>core/migrations/0002_userpreferences.py: modified (+1 -1)</summary>" in markdown
     _migrate_runs_clean()
 
     again = run_cli(runbook_cli, clean, "run", "squash-reset", "--var", "app=tenants", "--yes")

@@ -227,6 +227,7 @@ def test_run_with_rollback_on_failure_restores_at_once(seeded: Path, runbook_cli
     assert record["rollback"]["status"] == "restored"
     assert record["rollback"]["snapshot"] == record["snapshot"]["id"]
     assert any(note.startswith("rolled back:") for note in record["notes"])
+    assert record["files"] == []  # the rollback put the files back too
     markdown = report.with_suffix(".md").read_text()
     assert f"the data is back as of snapshot {record['snapshot']['id']}" in markdown.split("## Run")[0]
 
@@ -240,6 +241,13 @@ def test_run_without_the_flag_leaves_the_damage_and_says_how_to_undo(seeded: Pat
     assert "== rollback" not in proc.stdout and "undo: runbook restore" in proc.stdout
     with psycopg.connect(**DB) as conn:
         assert conn.execute("SELECT count(*) FROM extra_event").fetchone()[0] == 3000
+    # A file made by a plain shell step is in the report as a diff too.
+    [report] = (seeded / ".runbook" / "reports").glob("*-break-then-fail.json")
+    assert json.loads(report.read_text())["files"] == [{
+        "path": "catalog/migrations/0003_scratch.py", "change": "created", "added": 1, "removed": 0,
+        "diff": "--- /dev/null\n+++ b/catalog/migrations/0003_scratch.py\n@@ -0,0 +1 @@\n+# scratch\n", "note": ""}]
+    assert "<summary>catalog/migrations/0003_scratch.py: created (+1 -0)</summary>" in report.with_suffix(
+        ".md").read_text()
 
 
 def test_a_damaged_snapshot_is_refused_before_anything_changes(seeded: Path, runbook_cli: list[str]) -> None:
@@ -306,6 +314,9 @@ BROKEN_DUMPS = {
     "fails": ("echo 'pg_dump: error: simulated failure' >&2; exit 1", "pg_dump exited 1: pg_dump: error: simulated"),
     "not-a-dump": ("echo 'hello'", "database.dump is not a pg_dump custom-format archive"),
     "cut-short": ('/usr/lib/postgresql/15/bin/pg_dump "$@" | head -c 60000', "reading all of database.dump back"),
+    # A whole, readable dump of other data (here a copy missing rows): only counting its rows shows it.
+    "other-rows": ("exec /usr/lib/postgresql/15/bin/pg_dump --format=custom --no-password --dbname=shop_copy",
+                   "database.dump holds 10 rows of table extra_tag, the database had 2,500"),
 }
 
 
@@ -315,6 +326,10 @@ def test_a_failed_snapshot_runs_no_step(seeded: Path, runbook_cli: list[str], tm
     playbook = tmp_path / "break-then-fail.yml"
     playbook.write_text(BREAK_THEN_FAIL.format(how="fail", more_steps=""))
     state, files = db_state(), files_state(seeded)
+    if broken == "other-rows":
+        execute("CREATE DATABASE shop_copy TEMPLATE shop")
+        with psycopg.connect(**{**DB, "dbname": "shop_copy"}, autocommit=True) as conn:
+            conn.execute("DELETE FROM extra_tag WHERE id > 10")
     db = service_container(PROJECT, "db")
     fake = f"#!/bin/sh\n{script}\n"
     assert db.exec_run(["sh", "-c", 'printf "%s" "$1" > /opt/venv/bin/pg_dump && chmod +x /opt/venv/bin/pg_dump',
@@ -323,6 +338,7 @@ def test_a_failed_snapshot_runs_no_step(seeded: Path, runbook_cli: list[str], tm
         proc = run_cli(runbook_cli, seeded, "run", str(playbook), "--yes", "--rollback-on-failure")
     finally:
         db.exec_run(["rm", "-f", "/opt/venv/bin/pg_dump"])
+        execute("DROP DATABASE IF EXISTS shop_copy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr

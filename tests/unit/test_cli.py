@@ -86,7 +86,7 @@ def test_show(runner, tmp_path):
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "fake-initial" in result.output and "destructive" in result.output
-    assert "1. show the migration state before" in result.output
+    assert "1. check every unapplied migration against the schema and plan" in result.output
 
 
 def test_show_masks_secret_defaults(runner, tmp_path):
@@ -106,7 +106,7 @@ def test_plan_prints_rendered_commands(runner, tmp_path):
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "var app = 'shop'" in result.output
-    assert "python manage.py migrate shop --fake-initial --noinput" in result.output
+    assert "django.plan-fake-initial" in result.output and "shop" in result.output
 
 
 def test_validate_good_file(tmp_path):
@@ -189,8 +189,8 @@ def test_destructive_run_without_tty_and_yes_is_refused(tmp_path):
 def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     result = run_cli("run", "fake-initial", "--dry-run", "--var", "app=shop", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "python manage.py migrate shop --fake-initial --noinput" in result.stdout
-    assert "python manage.py makemigrations --check --dry-run --noinput" in result.stdout
+    assert "django.plan-fake-initial" in result.stdout
+    assert "python manage.py showmigrations --list" in result.stdout
     assert "nothing was run" in result.stdout
     assert not (tmp_path / ".runbook").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []

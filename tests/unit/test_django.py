@@ -310,3 +310,42 @@ def test_alembic_heads_and_current() -> None:
     assert alembic.at_head_problems(one, None) == ["table alembic_version does not exist: no revision was ever applied"]
     assert alembic.at_head_problems(one, []) == ["alembic_version is empty: the database is at base"]
     assert "no revision script defines" in alembic.at_head_problems(one, ["zzz", "c"])[0]
+
+
+KEYED = {"app": "customer_contact", "model": "customer_contact.CustomerContact",
+         "table": "customer_contact_customercontact", "columns": [], "keys": [
+             {"kind": "foreign key", "columns": ["customer_id"], "field": "customer", "why": "field customer",
+              "references": ["customer_customer", ["id"]]},
+             {"kind": "index", "columns": ["customer_id"], "field": "customer", "why": "field customer db_index"},
+             {"kind": "unique", "columns": ["phone"], "field": "phone", "why": "field phone unique"},
+             {"kind": "unique", "columns": ["phone", "note"], "field": None, "why": "Meta.unique_together"}]}
+
+
+def _keyed_table(indexes, constraints):
+    return {"customer_contact_customercontact": {"columns": {}, "indexes": indexes, "constraints": constraints}}
+
+
+def test_keys_are_matched_by_columns_whatever_their_names() -> None:
+    table = _keyed_table(
+        [{"name": "any_name_1", "columns": ["customer_id"], "unique": False, "primary": False},
+         {"name": "x", "columns": ["phone", "note"], "unique": True, "primary": False}],
+        [{"name": "other_name", "type": "unique", "columns": ["phone"]},
+         {"name": "fk_whatever", "type": "foreign key", "columns": ["customer_id"],
+          "references": ["customer_customer", ["id"]]}])
+    assert inspect_script.schema_problems([KEYED], table) == []
+
+
+def test_missing_unique_index_and_foreign_key_are_schema_problems() -> None:
+    table = _keyed_table(
+        [{"name": "pk", "columns": ["phone"], "unique": True, "primary": True},
+         {"name": "i", "columns": ["phone", "note"], "unique": False, "primary": False}],
+        [{"name": "fk", "type": "foreign key", "columns": ["customer_id"], "references": ["catalog_product", ["id"]]}])
+    problems = inspect_script.schema_problems([KEYED], table)
+    assert [p["kind"] for p in problems] == ["foreign-key-differs", "index-missing", "unique-missing",
+                                             "unique-missing"]
+    assert problems[0]["message"] == (
+        "foreign key customer_contact_customercontact(customer_id) -> customer_customer(id) does not exist "
+        "(field customer); it references catalog_product(id)")
+    assert problems[2]["message"] == ("unique constraint on customer_contact_customercontact(phone) does not "
+                                      "exist (field phone unique)")
+    assert set(django.SCHEMA_KINDS) >= {p["kind"] for p in problems}

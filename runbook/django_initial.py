@@ -1,0 +1,181 @@
+"""fake-initial, guarded: record what the schema proves ran, apply only what is wholly absent, refuse the rest.
+
+`migrate --fake-initial` decides blind: it fakes an initial migration when its tables and columns exist
+and runs everything else for real. With every history row gone (a restored dump) that runs
+`contenttypes.0002_remove_content_type_name` against a table that already lost the column, and it fails
+part way. Here each unapplied migration is checked against the live schema first, in dependency order:
+recorded when the schema proves it ran (initial or not), applied for real only when nothing it would
+create is there yet, and anything in between (a table without one of its columns) refuses the whole run
+before a row changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runbook import django
+from runbook.actions import ActionResult, action
+from runbook.django_repair import _migrate, graph_order
+from runbook.errors import InputError
+
+if TYPE_CHECKING:
+    from runbook.executor import RunContext
+
+CODE_OPERATIONS = ("RunPython", "RunSQL")
+CODE_POLICIES = ("record", "refuse")
+
+
+@dataclass
+class InitialPlan:
+    """What fake-initial will record and apply, decided before anything changes."""
+
+    record: list[str] = field(default_factory=list)
+    apply: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    # True when a recorded migration runs code the schema cannot prove (the fake must allow it).
+    unproven_code: bool = False
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.record or self.apply)
+
+    def as_data(self) -> dict[str, Any]:
+        return {"needed": self.needed and not self.refusals, "record": self.record, "apply": self.apply,
+                "refusals": self.refusals, "reasons": self.reasons, "unproven_code": self.unproven_code}
+
+
+def wanted(nodes: dict[str, django.MigrationNode], apps: list[str] | None) -> list[str]:
+    """Unapplied migrations of the apps (all when None) and their unapplied ancestors, dependencies first."""
+    chosen = {k for k, n in nodes.items() if not n.applied and (not apps or n.app in apps)}
+    stack = list(chosen)
+    while stack:
+        for dep in nodes[stack.pop()].dependencies:
+            if dep in nodes and not nodes[dep].applied and dep not in chosen:
+                chosen.add(dep)
+                stack.append(dep)
+    return [k for k in graph_order(nodes) if k in chosen]
+
+
+def _open(fc: django.FakeCheck) -> list[django.Check]:
+    return [c for c in fc.checks if not c.superseded_by]
+
+
+def _only_code_unproven(fc: django.FakeCheck) -> bool:
+    """True when every check that cannot be proven comes from RunPython or RunSQL."""
+    return all(c.ok is not None for op in fc.operations if op.type not in CODE_OPERATIONS
+               for c in op.checks if not c.superseded_by)
+
+
+def _absent(fc: django.FakeCheck) -> bool:
+    """True when nothing the migration creates exists yet: applying it for real cannot collide."""
+    checks = _open(fc)
+    return bool(checks) and all(c.ok is False and c.problem == "missing" for c in checks)
+
+
+def plan_fake_initial(found: django.Inspection, checked: django.Inspection | None, apps: list[str] | None,
+                      code: str = "record") -> InitialPlan:
+    """Decide, from one inspection and the fake checks of the unapplied migrations, what to record and apply."""
+    nodes = {n.key: n for n in found.migrations}
+    keys = wanted(nodes, apps)
+    checks = {fc.migration: fc for fc in (checked.fake_checks if checked else []) if fc.migration}
+    django.settle(list(checks.values()))
+    plan = InitialPlan()
+    for key in keys:
+        fc = checks.get(key)
+        if fc is None:
+            plan.refusals.append(f"{key}: the schema check did not answer for it")
+            continue
+        status = django.effective_status(fc)
+        after_apply = [d for d in nodes[key].dependencies if d in plan.apply]
+        failing = [c.message for c in _open(fc) if c.ok is False]
+        if after_apply:
+            # Its dependency runs for real, so its own changes cannot be there yet: they must be absent too.
+            if _absent(fc) or status == "nothing to check in the schema":
+                plan.apply.append(key)
+                plan.reasons[key] = f"apply after {', '.join(after_apply)}: nothing it creates exists yet"
+            elif status == "cannot prove" and _only_code_unproven(fc) and not [c for c in _open(fc) if c.ok]:
+                plan.apply.append(key)
+                plan.reasons[key] = f"apply after {', '.join(after_apply)}: it runs code on what they create"
+            else:
+                plan.refusals.append(f"{key}: its dependency {after_apply[0]} must be applied for real, but "
+                                     f"{key}'s own changes are already there or partly there")
+        elif status in ("proven", "nothing to check in the schema"):
+            plan.record.append(key)
+            plan.reasons[key] = ("record: " + ("its tables, columns and keys exist" if status == "proven"
+                                               else "it changes nothing the schema holds")
+                                 + ("" if fc.initial else " (not initial: running it again would fail)"))
+        elif status == "cannot prove" and _only_code_unproven(fc) and code == "record":
+            plan.record.append(key)
+            plan.unproven_code = True
+            plan.reasons[key] = "record: its schema changes are there; its RunPython/RunSQL ran with them"
+        elif _absent(fc):
+            plan.apply.append(key)
+            plan.reasons[key] = "apply for real: nothing it creates exists yet"
+        elif status == "cannot prove":
+            unproven = [c.message for c in _open(fc) if c.ok is None]
+            plan.refusals.append(f"{key}: cannot prove it ran: {unproven[0] if unproven else status}"
+                                 + (" (code_migrations=refuse)" if _only_code_unproven(fc) else ""))
+        else:
+            plan.refusals.append(f"{key}: partly in the schema, neither recorded nor applied: "
+                                 + "; ".join(failing[:3]))
+    return plan
+
+
+def _describe(plan: InitialPlan) -> list[str]:
+    if not plan.needed and not plan.refusals:
+        return ["nothing to do: every migration is recorded as applied"]
+    lines = [f"{key}: {plan.reasons[key]}" for key in [*plan.record, *plan.apply]]
+    if plan.refusals:
+        lines.append("refused, nothing was changed:")
+        lines += [f"  - {r}" for r in plan.refusals]
+    return lines
+
+
+@action("django.plan-fake-initial")
+def plan_action(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Say which unapplied migrations fake-initial records and which it applies; refuse a partial schema."""
+    apps = [a.strip() for a in str(args.get("app") or "").split(",") if a.strip()] or None
+    code = str(args.get("code_migrations", "record"))
+    if code not in CODE_POLICIES:
+        raise InputError(f"code_migrations must be {' or '.join(CODE_POLICIES)}, not {code!r}")
+    found = django.inspect(ctx, schema=False)
+    if not found.history_table:
+        why = "refused: table django_migrations does not exist: this is an empty database, run `manage.py migrate`"
+        return ActionResult(1, "", why + "\n", problems=[why], data=InitialPlan().as_data())
+    if apps:
+        unknown = sorted(set(apps) - {n.app for n in found.migrations})
+        if unknown:
+            raise InputError(f"no migrations for app {', '.join(unknown)}",
+                             hint="pass an app label that has migrations, or no app for all")
+    keys = wanted({n.key: n for n in found.migrations}, apps)
+    checked = django.inspect(ctx, fake=keys, schema=False) if keys else None
+    plan = plan_fake_initial(found, checked, apps, code)
+    text = "\n".join(_describe(plan)) + "\n"
+    if plan.refusals:
+        return ActionResult(1, text, data=plan.as_data(), problems=[f"refused: {r}" for r in plan.refusals])
+    return ActionResult(0, text, data=plan.as_data())
+
+
+@action("django.apply-absent")
+def apply_absent(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Apply migrations for real, one by one in order, each only after proving nothing it creates exists."""
+    names = django.parse_names(args["migrations"]) if args.get("migrations") else []
+    if not names:
+        return ActionResult(0, "nothing to apply\n", data={"applied": []})
+    checked = django.inspect(ctx, fake=names, schema=False).fake_checks
+    present = [f"{fc.migration or fc.requested}: {c.message}" for fc in checked for c in fc.checks if c.ok]
+    if present:
+        return ActionResult(1, "", "\n".join(present) + "\n", data={"applied": []},
+                            problems=[f"refused: part of it already exists: {p}" for p in present[:5]])
+    lines: list[str] = []
+    applied: list[str] = []
+    for key in names:
+        code, output = _migrate(ctx, key)
+        lines += [f"$ manage.py migrate {key.replace('.', ' ')}", output.rstrip()]
+        if code != 0:
+            return ActionResult(1, "\n".join(lines) + "\n", data={"applied": applied},
+                                problems=[f"migrate {key} failed (exit {code})"])
+        applied.append(key)
+    return ActionResult(0, "\n".join(lines) + "\n", data={"applied": applied})

@@ -1,0 +1,216 @@
+"""Snapshot and restore at their edges, on a real Compose stack (project `rbsnapedge`, db on 127.0.0.1:55620).
+
+A partitioned table, large objects, a restore that fails after the large objects, a restored state that
+differs from its manifest, and a second run refused while the first holds the database lock. Each test
+checks the database afterwards with its own queries, not runbook's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from stack import db_settings, manage, reset_app, run_cli, running_stack, service_container
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "rbsnapedge"
+DB_PORT = 55620
+DB = db_settings(DB_PORT)
+
+PARTITIONED = """
+CREATE TABLE measurement (id bigint NOT NULL, taken date NOT NULL, value numeric) PARTITION BY RANGE (taken);
+CREATE TABLE measurement_2025 PARTITION OF measurement FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE measurement_2026 PARTITION OF measurement FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO measurement SELECT i, date '2025-06-01' + (i % 400), i * 1.5 FROM generate_series(1, 2000) i;
+"""
+
+LARGE_OBJECTS = """
+CREATE TABLE document (id serial PRIMARY KEY, title text NOT NULL, body oid NOT NULL);
+INSERT INTO document (title, body)
+SELECT 'doc ' || i, lo_from_bytea(0, convert_to(repeat('page ' || i || ' ', 2000), 'UTF8'))
+FROM generate_series(1, 5) i;
+"""
+
+# Fails every CREATE INDEX: pg_restore creates indexes in its post-data section, after the large objects.
+FAIL_POST_DATA = """
+CREATE SCHEMA testing;
+CREATE FUNCTION testing.refuse_index() RETURNS event_trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'testing: no index may be created now'; END $$;
+CREATE EVENT TRIGGER refuse_index ON ddl_command_start WHEN TAG IN ('CREATE INDEX')
+EXECUTE FUNCTION testing.refuse_index();
+"""
+
+
+def execute(statements: str) -> None:
+    with psycopg.connect(**DB, autocommit=True) as conn:
+        conn.execute(statements)
+
+
+def db_state() -> dict[str, object]:
+    """Every public relation with its rows (sorted), the indexes, and the large objects' contents."""
+    state: dict[str, object] = {}
+    with psycopg.connect(**DB) as conn:
+        relations = conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()
+        state["relations"] = relations
+        state["indexes"] = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1").fetchall()
+        for name, _ in relations:
+            state[name] = conn.execute(
+                f'SELECT count(*), md5(string_agg(t::text, \',\' ORDER BY t::text)) FROM "{name}" t').fetchone()
+        state["large objects"] = conn.execute(
+            "SELECT m.oid, md5(lo_get(m.oid)) FROM pg_largeobject_metadata m ORDER BY 1").fetchall()
+    return state
+
+
+def snapshot_ids(directory: Path) -> list[str]:
+    base = directory / ".runbook" / "snapshots"
+    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+
+def take(runbook_cli: list[str], directory: Path) -> tuple[str, str]:
+    before = set(snapshot_ids(directory))
+    proc = run_cli(runbook_cli, directory, "snapshot")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [new] = set(snapshot_ids(directory)) - before
+    return new, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def edge_stack(tmp_path_factory) -> Iterator[Path]:
+    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
+        yield directory
+
+
+@pytest.fixture
+def seeded(edge_stack: Path) -> Path:
+    execute("DROP EVENT TRIGGER IF EXISTS refuse_index; DROP SCHEMA IF EXISTS testing CASCADE;"
+            "SELECT lo_unlink(oid) FROM pg_largeobject_metadata; DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    reset_app(edge_stack)
+    subprocess.run(["rm", "-rf", str(edge_stack / ".runbook"), str(edge_stack / "runbook.yml")], check=True)
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "200")
+    return edge_stack
+
+
+def test_a_partitioned_table_round_trips(seeded: Path, runbook_cli: list[str]) -> None:
+    execute(PARTITIONED)
+    state = db_state()
+    snapshot_id, output = take(runbook_cli, seeded)
+    manifest = json.loads((seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json").read_text())
+    tables = manifest["database"]["tables"]
+    # The rows are counted once, under the partitions that hold them.
+    assert "measurement" not in tables
+    assert tables["measurement_2025"]["rows"] + tables["measurement_2026"]["rows"] == 2000
+    assert manifest["database"]["dumped_rows"] == sum(t["rows"] for t in tables.values())
+    assert f"{manifest['database']['dumped_rows']:,} rows read back from the dump" in output
+
+    execute("DELETE FROM measurement WHERE id % 3 = 0; UPDATE measurement SET value = 0 WHERE id < 50")
+    assert db_state() != state
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert db_state() == state
+
+
+def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Path, runbook_cli: list[str]) -> None:
+    execute(LARGE_OBJECTS)
+    state = db_state()
+    assert len(state["large objects"]) == 5
+    snapshot_id, _ = take(runbook_cli, seeded)
+
+    execute("SELECT lo_unlink(body) FROM document WHERE id > 3; DELETE FROM document WHERE id > 3;"
+            "DELETE FROM customer_customer WHERE id % 2 = 0 AND id NOT IN "
+            "(SELECT customer_id FROM customer_contact_customercontact)")
+    damaged = db_state()
+    assert damaged != state
+
+    # The restore fails in its post-data section, after the large objects: it must all roll back.
+    execute(FAIL_POST_DATA)
+    try:
+        proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    finally:
+        execute("DROP EVENT TRIGGER IF EXISTS refuse_index; DROP SCHEMA IF EXISTS testing CASCADE")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
+    assert len(errors) == 1 and "the database was left as it was" in errors[0], proc.stderr
+    assert db_state() == damaged
+
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert db_state() == state
+
+
+def test_a_restore_that_differs_from_its_manifest_exits_3_and_lists_the_differences(
+        seeded: Path, runbook_cli: list[str]) -> None:
+    snapshot_id, _ = take(runbook_cli, seeded)
+    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    tables = manifest["database"]["tables"]
+    real = tables["catalog_product"]["rows"]
+    # As if the manifest had been written from other data than the dump holds.
+    tables["catalog_product"]["rows"] = real + 7
+    tables["customer_customer"]["checksum"] = "0" * 32
+    manifest["files"]["list"][0]["sha256"] = "f" * 64
+    path.write_text(json.dumps(manifest))
+
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
+    assert len(errors) == 1 and "differs from its manifest: 3 problem(s)" in errors[0], proc.stderr
+    listed = [line.strip() for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
+    assert listed == [f"- catalog_product: {real} rows, the snapshot had {real + 7}",
+                      "- customer_customer: same row count, different contents",
+                      f"- migration files differ: {manifest['files']['list'][0]['path']}"]
+    assert "Traceback" not in proc.stderr
+
+
+LONG_PLAYBOOK = """
+name: {name}
+description: One long step inside the backend container.
+snapshot: {{database: false, history: true}}
+steps:
+  - name: long step in the container
+    run: [sh, -c, "exec sleep 121"]
+"""
+
+
+def _sleepers() -> int:
+    _, output = service_container(PROJECT, "backend").exec_run(["pgrep", "-c", "-f", "^sleep 121$"])
+    return int(output.decode().strip() or 0)
+
+
+def test_a_second_run_names_the_holder_of_the_database_lock(seeded: Path, runbook_cli: list[str]) -> None:
+    name = "a-playbook-with-a-very-long-name-that-fills-the-application-name"
+    (seeded / "long.yml").write_text(LONG_PLAYBOOK.format(name=name))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    first = subprocess.Popen([*runbook_cli, "run", "long.yml", "--yes"], cwd=seeded, text=True,
+                             env={**env, "NO_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while _sleepers() < 1:
+            assert time.monotonic() < deadline, "the long step never started"
+            time.sleep(0.2)
+        # Another artifacts dir: the host lock file is not shared, so the database lock is what refuses.
+        (seeded / "runbook.yml").write_text("artifacts: .runbook-second\n")
+        second = run_cli(runbook_cli, seeded, "run", "long.yml", "--yes")
+    finally:
+        (seeded / "runbook.yml").unlink(missing_ok=True)
+        first.terminate()
+        first.communicate(timeout=60)
+    assert second.returncode == 5, second.stdout + second.stderr
+    [error] = [line for line in second.stderr.splitlines() if line.startswith("runbook: error:")]
+    host = socket.gethostname()
+    assert f"holds the database lock on shop: runbook pid {first.pid} on {host} since " in error
+    assert re.search(r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ a-playbook", error), error
+    assert re.search(r"\(client 127\.0\.0\.1, connected at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", error), error
