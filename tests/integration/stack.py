@@ -91,7 +91,11 @@ def running_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "s
     if up.returncode != 0:
         pytest.fail(f"docker-compose up failed:\n{up.stderr}")
     try:
-        wait_for_db(db_settings(port, dbname), time.monotonic() + 180)
+        try:
+            wait_for_db(db_settings(port, dbname), time.monotonic() + 180)
+        except psycopg.OperationalError as exc:
+            logs = subprocess.run([*compose, "logs", "--tail", "40"], cwd=directory, capture_output=True, text=True)
+            pytest.fail(f"PostgreSQL of {directory.name} never accepted connections ({exc}):\n{logs.stdout}")
         yield directory
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
