@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STACK = Path(os.environ.get("RUNBOOK_BENCH_DIR", "/var/tmp/runbook-bench"))
 PROJECT = STACK.name
-PORT = 55522
+PORT = 25522
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
 COMPOSE = ["docker", "compose"] if subprocess.run(["docker", "compose", "version"],
                                                   capture_output=True).returncode == 0 else ["docker-compose"]

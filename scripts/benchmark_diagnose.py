@@ -2,7 +2,7 @@
 """Time `runbook diagnose` against one `manage.py showmigrations` on a large Django project.
 
 Generates a project of 60 apps with 10 migrations each (600 migrations, a few cross-app dependencies)
-under /var/tmp/runbook-bench-diagnose, brings up a Compose stack of its own on 127.0.0.1:55619, applies
+under /var/tmp/runbook-bench-diagnose, brings up a Compose stack of its own on 127.0.0.1:25619, applies
 every migration, then prints the best wall time of each command and their ratio (target: under 2x).
 Exits 0 whatever the figures: they are read, not asserted.
 
@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STACK = Path(os.environ.get("RUNBOOK_BENCH_DIAGNOSE_DIR", "/var/tmp/runbook-bench-diagnose"))
 PROJECT = STACK.name
-PORT = 55619
+PORT = 25619
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
 COMPOSE = ["docker", "compose"] if subprocess.run(["docker", "compose", "version"],
                                                   capture_output=True).returncode == 0 else ["docker-compose"]

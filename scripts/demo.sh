@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DEMO=${RUNBOOK_DEMO_DIR:-/var/tmp/runbook-demo}
 PROJECT=${RUNBOOK_DEMO_PROJECT:-runbook-demo}
-PORT=55472
+PORT=25472
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }

@@ -2,7 +2,7 @@
 # Bring runbook's Docker Compose test stack (compose.test.yml) up from nothing, or tear it down.
 #
 #   scripts/stack.sh up       install/start Docker if needed, build the image if needed, start the
-#                             stack and wait until PostgreSQL accepts connections on 127.0.0.1:55432
+#                             stack and wait until PostgreSQL accepts connections on 127.0.0.1:25432
 #   scripts/stack.sh down     stop and remove containers and the data volume (`down -v`)
 #   scripts/stack.sh status   show the services and whether the database answers
 #
@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COMPOSE_FILE=$ROOT_DIR/compose.test.yml
 PROJECT=runbook-test
-DB_PORT=55432
+DB_PORT=25432
 DB_USER=runbook
 DB_NAME=shop
 WAIT_SECONDS=${STACK_WAIT_SECONDS:-90}

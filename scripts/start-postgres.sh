@@ -4,7 +4,7 @@
 #   scripts/start-postgres.sh [DIR] [PORT]      (as root, on Debian)
 #
 #   DIR   cluster directory, default /var/tmp/runbook-pg (data in DIR/data, socket and log in DIR)
-#   PORT  TCP port on 127.0.0.1, default 55431
+#   PORT  TCP port on 127.0.0.1, default 25431
 #   RUNBOOK_PG_PASSWORD  password of the superuser "runbook" (default: runbook-secret)
 #
 # Installs the Debian "postgresql" package when no server binaries exist, runs initdb once, starts the
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 DIR="${1:-/var/tmp/runbook-pg}"
-PORT="${2:-55431}"
+PORT="${2:-25431}"
 PASSWORD="${RUNBOOK_PG_PASSWORD:-runbook-secret}"
 ROLE="runbook"
 DATABASE="shop"

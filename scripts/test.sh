@@ -9,8 +9,8 @@ VENV=${RUNBOOK_VENV:-$ROOT/.venv}
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "PostgreSQL on 127.0.0.1:55431 for the local-target tests"
-bash scripts/start-postgres.sh /var/tmp/runbook-pg 55431
+step "PostgreSQL on 127.0.0.1:25431 for the local-target tests"
+bash scripts/start-postgres.sh /var/tmp/runbook-pg 25431
 
 if [ "${RUNBOOK_SKIP_DOCKER:-0}" != 1 ]; then
   step "Docker engine and the local test image"
@@ -25,5 +25,5 @@ step "ruff"
 "$VENV/bin/ruff" check runbook tests scripts
 
 step "pytest"
-export RUNBOOK_TEST_PG_PORT=55431
+export RUNBOOK_TEST_PG_PORT=25431
 exec "$VENV/bin/pytest" -p no:cacheprovider "$@"

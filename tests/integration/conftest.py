@@ -16,7 +16,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "tests" / "projects" / "shop"
 PG_DIR = os.environ.get("RUNBOOK_TEST_PG_DIR", "/var/tmp/runbook-pg")
-PG_PORT = int(os.environ.get("RUNBOOK_TEST_PG_PORT", "55431"))
+PG_PORT = int(os.environ.get("RUNBOOK_TEST_PG_PORT", "25431"))
 PG_PASSWORD = os.environ.get("RUNBOOK_PG_PASSWORD", "runbook-secret")
 
 

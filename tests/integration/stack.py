@@ -1,7 +1,8 @@
 """A Compose test stack in a directory of its own: compose.test.yml with its own loopback port and project.
 
 Compose names the project after the directory, so each test module picks a directory name and a port
-nobody else uses; the stack is started with plain `docker-compose up -d`, as a user would.
+nobody else uses; the stack is started with plain `docker-compose up -d`, as a user would. The ports are
+below 32768, out of Linux's ephemeral range: a client connection can never hold one when PostgreSQL binds it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """End to end: alembic-linearize and alembic-merge-heads on the leadgen sample in a real Compose stack.
 
-The stack is compose.test.yml rewritten into a directory of its own, `rbalembic` (db on 127.0.0.1:55482,
+The stack is compose.test.yml rewritten into a directory of its own, `rbalembic` (db on 127.0.0.1:25482,
 database `leadgen`), with a private copy of tests/projects/leadgen bind-mounted at /srv/app in the
 backend. No runbook.yml: the playbooks run `alembic` in the backend's working directory, /srv/app.
 The sample has the conflict of the guide: 137b19ac6ef3 (then 5a1c2e3d4f56) and file_doc_mgmt_001
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 LEADGEN = REPO / "tests" / "projects" / "leadgen"
 PROJECT = "rbalembic"
-DB_PORT = 55482
+DB_PORT = 25482
 DB = db_settings(DB_PORT, "leadgen")
 BRANCH_TABLES = {"document_categories", "file_documents", "document_shares", "document_versions", "document_tags"}
 BRANCH_COLUMNS = {

@@ -1,6 +1,6 @@
 """The compose target through the installed CLI: every error case of the issue, warnings, timeouts, fallbacks.
 
-A stack of its own (project `rbcli`, db on 127.0.0.1:55630). Its db service runs PostgreSQL as a child of
+A stack of its own (project `rbcli`, db on 127.0.0.1:25630). Its db service runs PostgreSQL as a child of
 an idle PID 1, so a test can stop or restart the server while the container keeps running.
 """
 
@@ -22,8 +22,8 @@ from stack import compose_command, db_settings, manage, run_cli, service_contain
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbcli"
-PORT = 55630
-CLOSED_PORT = 55639  # nothing listens here
+PORT = 25630
+CLOSED_PORT = 25639  # nothing listens here
 DB = db_settings(PORT)
 POSTGRES = ["postgres-entrypoint", "-c", "fsync=off", "-c", "synchronous_commit=off"]
 
@@ -107,7 +107,12 @@ def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _compose(directory, "down", "-v")  # leftovers of an interrupted run
     _compose(directory, "up", "-d")
     try:
-        wait_for_db(DB, time.monotonic() + 180)  # raises, failing the tests, if it never becomes ready
+        try:
+            wait_for_db(DB, time.monotonic() + 180)
+        except psycopg.OperationalError as exc:
+            logs = subprocess.run([*compose_command(), "logs", "--tail", "40"], cwd=directory, capture_output=True,
+                                  text=True)
+            pytest.fail(f"PostgreSQL of {PROJECT} never accepted connections ({exc}):\n{logs.stdout}")
         yield directory
     finally:
         subprocess.run([*compose_command(), "down", "-v"], cwd=directory, capture_output=True, timeout=300)

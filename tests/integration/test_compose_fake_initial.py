@@ -24,7 +24,7 @@ from stack import db_settings, empty_database, manage, run_cli, running_stack, s
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbshop"
-DB_PORT = 55452
+DB_PORT = 25452
 DB = db_settings(DB_PORT)
 DATA_TABLES = ["customer_customer", "customer_contact_customercontact", "catalog_category", "catalog_product"]
 

@@ -1,6 +1,6 @@
 """The compose target against a real Docker engine and a real Compose (v1 or v2) project of its own.
 
-The stack (tests/integration/compose-target.yml) runs as project `rbtest-compose`, db on 127.0.0.1:55442,
+The stack (tests/integration/compose-target.yml) runs as project `rbtest-compose`, db on 127.0.0.1:25442,
 so it never touches the shared `runbook-test` project. Without Docker these tests fail, unless
 RUNBOOK_SKIP_DOCKER=1 says to skip them.
 """
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 PROJECT = "rbtest-compose"
 COMPOSE_FILE = Path(__file__).with_name("compose-target.yml")
-DB_PORT = 55442
+DB_PORT = 25442
 
 
 def _compose_command() -> list[str]:

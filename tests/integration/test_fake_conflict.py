@@ -22,7 +22,7 @@ from stack import REPO, db_settings, empty_database, manage, reset_app, run_cli,
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbconflict"
-DB_PORT = 55512
+DB_PORT = 25512
 DB = db_settings(DB_PORT)
 HEALTHCARE = REPO / "tests" / "projects" / "healthcare" / "healthcare"
 A = "0003_billing_payment_insuranceinformation_device_and_more"

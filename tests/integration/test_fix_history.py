@@ -22,7 +22,7 @@ from stack import db_settings, empty_database, manage, reset_app, run_cli, runni
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbfix"
-DB_PORT = 55492
+DB_PORT = 25492
 DB = db_settings(DB_PORT)
 FIX = "runbook run fix-history --yes"
 BARCODE_MIGRATION = """from django.db import migrations, models

@@ -27,7 +27,7 @@ from stack import db_settings, empty_database, manage, reset_app, run_cli, runni
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbrehearse"
-DB_PORT = 55650
+DB_PORT = 25650
 DB = db_settings(DB_PORT)
 
 # Steps that change the copy in every way a playbook can (a file, SQL, a backend command), then a verify

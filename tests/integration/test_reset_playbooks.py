@@ -29,7 +29,7 @@ from stack import REPO, compose_command, db_settings, empty_database, run_cli, s
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbreset"
-DB_PORT = 55502
+DB_PORT = 25502
 DB = db_settings(DB_PORT)
 CRM = REPO / "tests" / "projects" / "crm"
 TAGGIT = "django-taggit==6.1.0"

@@ -1,4 +1,4 @@
-"""Snapshot and restore at their edges, on a real Compose stack (project `rbsnapedge`, db on 127.0.0.1:55620).
+"""Snapshot and restore at their edges, on a real Compose stack (project `rbsnapedge`, db on 127.0.0.1:25620).
 
 A partitioned table, large objects, a restore that fails after the large objects, a restored state that
 differs from its manifest, and a second run refused while the first holds the database lock. Each test
@@ -23,7 +23,7 @@ from stack import db_settings, manage, reset_app, run_cli, running_stack, servic
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbsnapedge"
-DB_PORT = 55620
+DB_PORT = 25620
 DB = db_settings(DB_PORT)
 
 PARTITIONED = """

@@ -1,7 +1,7 @@
 """Snapshot before, verify after, restore on demand: on a real Compose stack with a populated database.
 
 The stack is compose.test.yml in a directory named `rbsnap` (so the Compose project is `rbsnap`) with the
-db on 127.0.0.1:55462. Every test starts from the same seeded database (3000 customers, contacts and
+db on 127.0.0.1:25462. Every test starts from the same seeded database (3000 customers, contacts and
 products, plus two extra tables and a view) and compares the whole database before and after, with its
 own queries: every relation, every column, every index, every sequence, and every table's row count and
 md5 of its sorted rows. Those queries are the tests' own, not runbook's, so they check runbook's checks.
@@ -25,7 +25,7 @@ from stack import db_settings, manage, reset_app, run_cli, running_stack, servic
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbsnap"
-DB_PORT = 55462
+DB_PORT = 25462
 DB = db_settings(DB_PORT)
 
 EXTRA_TABLES = """
