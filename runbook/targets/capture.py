@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
+
+from runbook.targets.base import ExecResult
 
 HEAD_CHARS = 512 * 1024
 TAIL_CHARS = 512 * 1024
@@ -58,3 +61,15 @@ class OutputBuffer:
         if not self.dropped:
             return head + tail
         return f"{head}\n[... {self.dropped} characters cut by runbook ...]\n{tail}"
+
+
+def exec_result(exit_code: int, buffers: dict[str, OutputBuffer], started: float, timed_out: bool) -> ExecResult:
+    """Return what a streamed command did, from the buffers that kept its stdout and stderr."""
+    return ExecResult(
+        exit_code=exit_code,
+        stdout=buffers["stdout"].text(),
+        stderr=buffers["stderr"].text(),
+        duration=time.monotonic() - started,
+        timed_out=timed_out,
+        truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
+    )

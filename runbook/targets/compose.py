@@ -32,7 +32,7 @@ import requests.exceptions
 from runbook.config import Config
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError, StepFailed
 from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
-from runbook.targets.capture import OutputBuffer
+from runbook.targets.capture import OutputBuffer, exec_result
 from runbook.targets.compose_project import (
     PROJECT_LABEL,
     ComposeProject,
@@ -292,14 +292,7 @@ class ComposeTarget:
             # Docker sometimes drops its own "unable to find user" message: never leave a bare 126.
             emit("stderr", f"runbook: the command could not start in {container.name} (exit {exit_code}); "
                  f"check user {user or '(default)'!r} and workdir {workdir or '(default)'!r}\n".encode())
-        return ExecResult(
-            exit_code=exit_code,
-            stdout=buffers["stdout"].text(),
-            stderr=buffers["stderr"].text(),
-            duration=time.monotonic() - started,
-            timed_out=timed_out,
-            truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
-        )
+        return exec_result(exit_code, buffers, started, timed_out)
 
     def _pump_sdk(self, service: str, container: Any, exec_id: str, token: str, argv: Sequence[str],
                   emit: Callable[[str, bytes], None], deadline: float | None) -> bool:
@@ -419,14 +412,7 @@ class ComposeTarget:
             exit_code, timed_out = self._stream_sdk(service, argv, env, token, deadline, source, keep)
         for name in buffers:
             buffers[name].add(decoders[name].decode(b"", final=True))
-        return ExecResult(
-            exit_code=exit_code,
-            stdout=buffers["stdout"].text(),
-            stderr=buffers["stderr"].text(),
-            duration=time.monotonic() - started,
-            timed_out=timed_out,
-            truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
-        )
+        return exec_result(exit_code, buffers, started, timed_out)
 
     def _stream_hijacked(self, service: str, argv: Sequence[str], env: Mapping[str, str] | None, token: str,
                          deadline: float | None, source: Any,

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
 from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
-from runbook.targets.capture import OutputBuffer
+from runbook.targets.capture import OutputBuffer, exec_result
 
 
 def settings_from_config(config: Config, fallback: DatabaseSettings | None = None) -> DatabaseSettings | None:
@@ -140,14 +140,7 @@ class LocalTarget:
                 proc.stdout.close()
             proc.stderr.close()
         code = proc.wait()
-        return ExecResult(
-            exit_code=124 if timed_out else code,
-            stdout=buffers["stdout"].text(),
-            stderr=buffers["stderr"].text(),
-            duration=time.monotonic() - started,
-            timed_out=timed_out,
-            truncated=buffers["stdout"].truncated or buffers["stderr"].truncated,
-        )
+        return exec_result(124 if timed_out else code, buffers, started, timed_out)
 
     def _pump(self, proc, buffers, on_output, started: float, timeout: float | None) -> bool:
         decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in buffers}
