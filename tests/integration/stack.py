@@ -65,6 +65,15 @@ def empty_database(settings: dict[str, object]) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
+def clean_stack(directory: Path, settings: dict[str, object]) -> Path:
+    """Give a test an empty database, the original project files and no reports of earlier tests."""
+    empty_database(settings)
+    reset_app(directory)
+    for path in (directory / ".runbook").glob("reports/*"):
+        path.unlink()
+    return directory
+
+
 def wait_for_db(settings: dict[str, object], deadline: float) -> None:
     while True:
         try:

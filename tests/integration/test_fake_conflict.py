@@ -17,7 +17,15 @@ from pathlib import Path
 import psycopg
 import pytest
 from diagnosis import database_state, diagnose_then_run_its_line, table_rows
-from stack import REPO, db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
+from stack import (
+    REPO,
+    clean_stack,
+    db_settings,
+    manage,
+    run_cli,
+    running_stack,
+    service_container,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +46,10 @@ def stack(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    empty_database(DB)
-    reset_app(stack)
+    clean_stack(stack, DB)
     settings = stack / "app" / "shop" / "settings.py"
     settings.write_text(settings.read_text() + '\nINSTALLED_APPS += ["healthcare"]\n')
     shutil.copytree(HEALTHCARE, stack / "app" / "healthcare", ignore=shutil.ignore_patterns("__pycache__"))
-    for path in (stack / ".runbook").glob("reports/*"):
-        path.unlink()
     return stack
 
 

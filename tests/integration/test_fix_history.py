@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from diagnosis import database_state, diagnose_then_run_its_line, table_rows
-from stack import db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
+from stack import clean_stack, db_settings, manage, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
@@ -42,11 +42,7 @@ def stack(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    empty_database(DB)
-    reset_app(stack)
-    for path in (stack / ".runbook").glob("reports/*"):
-        path.unlink()
-    return stack
+    return clean_stack(stack, DB)
 
 
 def _rows() -> set[tuple[str, str]]:

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import yaml
 from psycopg import sql
-from stack import db_settings, empty_database, manage, reset_app, run_cli, running_stack, service_container
+from stack import clean_stack, db_settings, manage, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
 
@@ -84,11 +84,7 @@ def stack(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    empty_database(DB)
-    reset_app(stack)
-    for path in (stack / ".runbook").glob("reports/*"):
-        path.unlink()
-    return stack
+    return clean_stack(stack, DB)
 
 
 def _break_history() -> None:
