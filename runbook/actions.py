@@ -14,7 +14,7 @@ from runbook import alembic, django
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 
 @dataclass

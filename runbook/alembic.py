@@ -10,8 +10,8 @@ from runbook.backend import run_script, split_manage
 from runbook.errors import InputError, StepFailed
 
 if TYPE_CHECKING:
+    from runbook.context import RunContext
     from runbook.database import Database
-    from runbook.executor import RunContext
 
 SCRIPT = "alembic_inspect.py"
 FORMAT = 1

@@ -22,7 +22,7 @@ from runbook.alembic import config_file
 from runbook.errors import StepFailed
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 DEFAULT_VERSIONS_DIR = "alembic/versions"
 # How alembic.ini's `path_separator` (1.16+) or `version_path_separator` splits `version_locations`.

@@ -20,7 +20,7 @@ from runbook.errors import EnvironmentNotReady, StepFailed
 from runbook.targets.base import ExecResult
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 # One argv string may be at most 128 KiB on Linux (MAX_ARG_STRLEN); stay well below.
 MAX_SOURCE = 100_000

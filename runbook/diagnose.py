@@ -15,7 +15,7 @@ from runbook import alembic, django
 from runbook.backend import run_script, script_source, split_manage
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 PROVEN = ("proven", "nothing to check in the schema")
 

@@ -16,7 +16,7 @@ from runbook.backend import run_script, split_manage
 from runbook.errors import InputError, StepFailed
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 SCRIPT = "django_inspect.py"
 FORMAT = 1

@@ -28,7 +28,7 @@ from runbook.actions import ActionResult, action
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 NUMBER_RE = re.compile(r"^(\d+)_")
 APP_RE = re.compile(r"^[A-Za-z_]\w*$")

@@ -23,7 +23,7 @@ from runbook.backend import decode_answer, exec_options, script_error, split_man
 from runbook.errors import InputError, StepFailed
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 PLACEHOLDER = "__first__"
 DEPENDENCY_LISTS = ("dependencies", "run_before")

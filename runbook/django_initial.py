@@ -20,7 +20,7 @@ from runbook.django_repair import _migrate, graph_order
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 CODE_OPERATIONS = ("RunPython", "RunSQL")
 CODE_POLICIES = ("record", "refuse")

@@ -18,7 +18,7 @@ from runbook.actions import ActionResult, action
 from runbook.backend import exec_options
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 
 @dataclass

@@ -12,7 +12,7 @@ from runbook.actions import ActionResult, action
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 
 def _names(args: dict[str, Any], allowed: tuple[str, ...] = ("migrations",)) -> list[str]:

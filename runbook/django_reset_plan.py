@@ -21,7 +21,7 @@ from runbook.django_files import (
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
-    from runbook.executor import RunContext
+    from runbook.context import RunContext
 
 OUT_OF_SYNC = ("inconsistent-history", "unapplied", "no-file", "conflict")
 

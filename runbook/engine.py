@@ -64,8 +64,8 @@ def execute(config: Config, plan: Plan, options: Options, on_event=None,
 def diagnose(options: Options):
     """Inspect the stack and return (framework, findings, target facts); changes nothing."""
     from runbook.connection import open_database
+    from runbook.context import RunContext
     from runbook.diagnose import diagnose as run_diagnosis
-    from runbook.executor import RunContext
 
     config = load_project_config(options)
     target = make_target(config, options)

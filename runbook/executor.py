@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.connection import open_database
+from runbook.context import RunContext
 from runbook.database import Database, run_application_name
 from runbook.errors import Interrupted, LockHeld, Refused, RunbookError, StepFailed
 from runbook.expect import check_expectations
@@ -31,7 +31,6 @@ from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
 from runbook.redact import Redactor, StreamRedactor, is_secret_name
 from runbook.rehearsal import Rehearsal
-from runbook.render import evaluate
 from runbook.report import write_report
 from runbook.results import RunResult, StepResult
 from runbook.snapshot import summary as snapshot_summary
@@ -43,25 +42,6 @@ EventCallback = Callable[[str, dict[str, Any]], None]
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class RunContext:
-    """What a step can see while the run is under way."""
-
-    config: Config
-    target: Target
-    database: Database
-    variables: dict[str, Any]
-    kept: dict[str, Any] = field(default_factory=dict)
-    # The fit check's inspection, for the playbook's planning action to reuse instead of a second one.
-    inspection: Any = None
-
-    def template_context(self) -> dict[str, Any]:
-        return {**self.variables, "kept": self.kept}
-
-    def evaluate(self, expression: str) -> Any:
-        return evaluate(expression, self.template_context(), "condition")
 
 
 @contextlib.contextmanager

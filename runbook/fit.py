@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from runbook.context import RunContext
     from runbook.diagnose import Finding
-    from runbook.executor import RunContext
     from runbook.playbook import Playbook
 
 

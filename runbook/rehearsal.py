@@ -24,8 +24,8 @@ from runbook.config import Config
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError
 
 if TYPE_CHECKING:
+    from runbook.context import RunContext
     from runbook.database import Database
-    from runbook.executor import RunContext
     from runbook.results import RunResult
     from runbook.targets.base import Target
 
@@ -176,7 +176,7 @@ class Rehearsal:
     def enter(self, ctx: RunContext, manifest: dict[str, Any]) -> RunContext:
         """Make the database and file copies from the snapshot; return the context the steps run in."""
         from runbook.connection import open_database
-        from runbook.executor import RunContext
+        from runbook.context import RunContext
         from runbook.restore import load_dump
         from runbook.snapshot import DUMP
 

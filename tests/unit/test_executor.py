@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from runbook.config import Config
+from runbook.context import RunContext
 from runbook.errors import ConfigError, RenderError
-from runbook.executor import Executor, RunContext
+from runbook.executor import Executor
 from runbook.plan import build_plan
 from runbook.playbook import parse_playbook
 from runbook.redact import MASK, Redactor
