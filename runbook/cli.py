@@ -203,8 +203,13 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
     elif not findings:
         console.print(f"healthy: no finding ({framework}, {facts.get('database', '')})")
     else:
-        table = Table("#", "finding", "evidence", "fix", box=None, title_justify="left",
+        table = Table(box=None, title_justify="left",
                       title=f"{len(findings)} finding(s), most serious first ({framework})")
+        table.add_column("#")
+        table.add_column("finding", ratio=2)
+        # Migration names are the evidence: folded onto the next line, never cut with an ellipsis.
+        table.add_column("evidence", ratio=3, overflow="fold")
+        table.add_column("fix", no_wrap=True)
         for number, finding in enumerate(findings, 1):
             evidence = finding.evidence[:4] + ([f"... and {len(finding.evidence) - 4} more"]
                                                if len(finding.evidence) > 4 else [])
