@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runbook.errors import ConfigError
 from runbook.options import CONFIG_NAME
-from runbook.yamlload import load_yaml_with_lines, locate
+from runbook.yamlload import load_yaml_with_lines, locate, read_text
 
 
 class _Strict(BaseModel):
@@ -72,14 +72,7 @@ def load_config(project_dir: Path) -> Config:
     path = project_dir / CONFIG_NAME
     if not path.exists():
         return Config(project_dir=project_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
-                          hint="save the file as UTF-8") from exc
-    data, lines = load_yaml_with_lines(text, str(path), error=ConfigError)
+    data, lines = load_yaml_with_lines(read_text(path, ConfigError), str(path), error=ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):

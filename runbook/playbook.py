@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runbook.catalog import summarize
 from runbook.errors import PlaybookError
-from runbook.yamlload import load_yaml_with_lines, locate
+from runbook.yamlload import load_yaml_with_lines, locate, read_text
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 SERVICES = ("db", "backend")
@@ -218,11 +218,4 @@ def parse_playbook(text: str, source: str) -> Playbook:
 
 def load_playbook(path: Path) -> Playbook:
     """Read and validate one playbook file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlaybookError(f"{path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise PlaybookError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
-                            hint="save the file as UTF-8") from exc
-    return parse_playbook(text, str(path))
+    return parse_playbook(read_text(path, PlaybookError), str(path))

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
 from runbook.errors import InputError
 
 LineMap = dict[tuple, int]
+
+
+def read_text(path: Path, error: type[InputError]) -> str:
+    """Read a UTF-8 file; a missing, unreadable or non-UTF-8 file is one `error` naming the path and the fix."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
+                    hint="save the file as UTF-8") from exc
 
 
 # libyaml parses about ten times faster than the pure-Python parser; both give the nodes' line marks.
