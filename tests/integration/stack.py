@@ -85,15 +85,30 @@ def wait_for_db(settings: dict[str, object], deadline: float) -> None:
             time.sleep(0.5)
 
 
-@contextlib.contextmanager
-def running_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "shop") -> Iterator[Path]:
-    """Bring the stack up in directory (created), yield it, and take it down with its volumes."""
+def require_docker() -> None:
+    """Fail (never skip) when Docker does not answer, unless the user opted out with RUNBOOK_SKIP_DOCKER=1."""
     if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
         pytest.skip("RUNBOOK_SKIP_DOCKER=1")
     try:
         docker.from_env().ping()
     except Exception as exc:
         pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
+
+
+def wait_for_stack(directory: Path, settings: dict[str, object]) -> None:
+    """Wait for the stack's PostgreSQL; when it never accepts connections, fail with the stack's own logs."""
+    try:
+        wait_for_db(settings, time.monotonic() + 180)
+    except psycopg.OperationalError as exc:
+        logs = subprocess.run([*compose_command(), "logs", "--tail", "40"], cwd=directory, capture_output=True,
+                              text=True)
+        pytest.fail(f"PostgreSQL of {directory.name} never accepted connections ({exc}):\n{logs.stdout}")
+
+
+@contextlib.contextmanager
+def running_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "shop") -> Iterator[Path]:
+    """Bring the stack up in directory (created), yield it, and take it down with its volumes."""
+    require_docker()
     directory.mkdir(parents=True, exist_ok=True)
     write_stack(directory, port, app, dbname)
     compose = compose_command()
@@ -101,11 +116,7 @@ def running_stack(directory: Path, port: int, app: Path = SHOP, dbname: str = "s
     if up.returncode != 0:
         pytest.fail(f"docker-compose up failed:\n{up.stderr}")
     try:
-        try:
-            wait_for_db(db_settings(port, dbname), time.monotonic() + 180)
-        except psycopg.OperationalError as exc:
-            logs = subprocess.run([*compose, "logs", "--tail", "40"], cwd=directory, capture_output=True, text=True)
-            pytest.fail(f"PostgreSQL of {directory.name} never accepted connections ({exc}):\n{logs.stdout}")
+        wait_for_stack(directory, db_settings(port, dbname))
         yield directory
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)

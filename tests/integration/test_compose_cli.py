@@ -17,7 +17,17 @@ import docker
 import psycopg
 import pytest
 import yaml
-from stack import compose_command, db_settings, manage, run_cli, service_container, wait_for_db, write_stack
+from stack import (
+    compose_command,
+    db_settings,
+    manage,
+    require_docker,
+    run_cli,
+    service_container,
+    wait_for_db,
+    wait_for_stack,
+    write_stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +97,7 @@ def _compose(directory: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
-        pytest.skip("RUNBOOK_SKIP_DOCKER=1")
-    try:
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
+    require_docker()
     directory = tmp_path_factory.mktemp("stacks") / PROJECT
     directory.mkdir()
     write_stack(directory, PORT)
@@ -107,12 +112,7 @@ def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _compose(directory, "down", "-v")  # leftovers of an interrupted run
     _compose(directory, "up", "-d")
     try:
-        try:
-            wait_for_db(DB, time.monotonic() + 180)
-        except psycopg.OperationalError as exc:
-            logs = subprocess.run([*compose_command(), "logs", "--tail", "40"], cwd=directory, capture_output=True,
-                                  text=True)
-            pytest.fail(f"PostgreSQL of {PROJECT} never accepted connections ({exc}):\n{logs.stdout}")
+        wait_for_stack(directory, DB)
         yield directory
     finally:
         subprocess.run([*compose_command(), "down", "-v"], cwd=directory, capture_output=True, timeout=300)

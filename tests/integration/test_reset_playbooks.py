@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import psycopg
 import pytest
 import yaml
-from stack import REPO, compose_command, db_settings, empty_database, run_cli, service_container, wait_for_db
+from stack import (
+    REPO,
+    compose_command,
+    db_settings,
+    empty_database,
+    require_docker,
+    run_cli,
+    service_container,
+    wait_for_stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -115,12 +121,7 @@ def _reset_app(directory: Path) -> None:
 
 @contextlib.contextmanager
 def _crm_stack(directory: Path, wheels: Path) -> Iterator[Path]:
-    if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
-        pytest.skip("RUNBOOK_SKIP_DOCKER=1")
-    try:
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.fail(f"Docker is not reachable ({exc}); run scripts/install-docker.sh or set RUNBOOK_SKIP_DOCKER=1")
+    require_docker()
     directory.mkdir(parents=True, exist_ok=True)
     spec = yaml.safe_load((REPO / "compose.test.yml").read_text())
     spec["services"]["db"]["environment"]["PGPORT"] = str(DB_PORT)
@@ -134,7 +135,7 @@ def _crm_stack(directory: Path, wheels: Path) -> Iterator[Path]:
     if up.returncode != 0:
         pytest.fail(f"docker-compose up failed:\n{up.stderr}")
     try:
-        wait_for_db(DB, time.monotonic() + 90)
+        wait_for_stack(directory, DB)
         code, output = service_container(PROJECT, "backend").exec_run(
             ["sh", "-c", "/opt/venv/bin/pip install -q --no-index --no-deps /srv/wheels/*.whl"])
         assert code == 0, output.decode()
