@@ -197,13 +197,14 @@ def django_schema_matches(ctx: RunContext, args: dict[str, Any]) -> ActionResult
 def django_fake(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Record migrations as applied without running them, only when the schema proves they already ran."""
     _require(args, "migrations")
-    _allow(args, "migrations", "allow_unproven")
+    _allow(args, "migrations", "allow_unproven", "accept")
     names = django.parse_names(args["migrations"])
+    accept = django.parse_names(args["accept"], "accept") if args.get("accept") else []
     found = django.inspect(ctx, fake=names, schema=False)
     if not found.history_table:
         why = "refused: table django_migrations does not exist (run `manage.py migrate` for the built-in apps first)"
         return ActionResult(1, "", why + "\n", data={"recorded": []}, problems=[why])
-    verdict = django.fake_verdict(found.fake_checks, allow_unproven=bool(args.get("allow_unproven")))
+    verdict = django.fake_verdict(found.fake_checks, allow_unproven=bool(args.get("allow_unproven")), accept=accept)
     data = {"recorded": [], "already": verdict.already, "checks": found.raw.get("fake_check", [])}
     if not verdict.proven:
         return ActionResult(1, "\n".join(verdict.lines) + "\n", data=data, problems=verdict.refusals)

@@ -17,7 +17,7 @@ from runbook.backend import run_script, script_source, split_manage
 if TYPE_CHECKING:
     from runbook.context import RunContext
 
-PROVEN = ("proven", "nothing to check in the schema")
+PROVEN = django.PROVEN
 
 
 @dataclass
@@ -54,11 +54,10 @@ def _creator(found: django.Inspection, problem: django.Problem) -> django.Migrat
     model = str(problem.details.get("model", ""))
     app, _, name = model.partition(".")
     fieldname = str(problem.details.get("field") or "")
-    nodes = [n for n in found.migrations if n.app == app]
     create = f"CreateModel: Create model {name}".lower()
     add = f"AddField: Add field {fieldname} to {name}".lower()
     found_node = None
-    for node in nodes:  # the last one wins: a later AddField after a RemoveField
+    for node in (n for n in found.migrations if n.app == app):  # the last one wins: an AddField after a RemoveField
         ops = [o.lower() for o in node.operations]
         if create in ops or (fieldname and problem.kind == "column-missing" and add in ops):
             found_node = node
@@ -66,7 +65,7 @@ def _creator(found: django.Inspection, problem: django.Problem) -> django.Migrat
 
 
 def _unproven(fc: django.FakeCheck) -> list[str]:
-    """Return what is missing, differs or cannot be proven for one fake check."""
+    """Return what is missing, differs or cannot be proven for one migration."""
     lines = []
     for check in fc.checks:
         if check.superseded_by or check.ok is True:
@@ -89,16 +88,26 @@ def _fakeable(proven: list[str], checks: dict[str, django.FakeCheck]) -> list[st
 def _partial(fc: django.FakeCheck) -> bool:
     """Tell whether an unapplied migration is partly in the schema: neither fakeable nor appliable."""
     status = django.effective_status(fc)
-    if status in PROVEN:
+    if status in PROVEN or fc.unproven_data:
         return False
     if status == "differs":
         return True
-    # Missing or unprovable, yet something it creates is there: `migrate` fails with "already exists".
+    # Missing, yet something it creates is there: `migrate` fails with "already exists".
     return any(c.ok is True or c.superseded_by for c in fc.checks)
 
 
+def _schema_lost(found: django.Inspection) -> dict[str, list[str]]:
+    """Return {app: problems} of columns that recorded migrations made and the database lost since."""
+    lost: dict[str, list[str]] = {}
+    for problem in found.problems_of(("column-missing",)):
+        creator = _creator(found, problem)
+        if creator is not None and creator.applied:
+            lost.setdefault(creator.app, []).append(problem.message)
+    return lost
+
+
 def django_findings(found: django.Inspection) -> list[Finding]:
-    """Turn one Django inspection (with fake checks of every unapplied migration) into findings."""
+    """Turn one Django inspection (with the proofs of every unapplied migration) into findings."""
     findings: list[Finding] = []
     history = found.problems_of(django.HISTORY_KINDS)
     if history:
@@ -113,6 +122,7 @@ def django_findings(found: django.Inspection) -> list[Finding]:
     checks = {fc.migration: fc for fc in found.fake_checks if fc.migration and not fc.applied}
     django.settle(list(checks.values()))
     proven = [k for k, fc in checks.items() if django.effective_status(fc) in PROVEN]
+    data = [k for k, fc in checks.items() if fc.unproven_data]
     partial = {k: fc for k, fc in checks.items() if _partial(fc)}
     # Keys another finding already covers (the conflict's app, the migration standing in for an orphan).
     covered = {k for k in checks if k.split(".")[0] in found.conflicts}
@@ -145,23 +155,45 @@ def django_findings(found: django.Inspection) -> list[Finding]:
                              "own row is not", [p.message for p in squashes], "fake-migrations",
                              migrations=",".join(str(p.details["migration"]) for p in squashes)))
     never_ran: dict[str, list[str]] = {}
-    for problem in found.problems_of(("table-missing", "column-missing")):
+    for problem in found.problems_of(("table-missing",)):
         creator = _creator(found, problem)
         if creator is not None and creator.applied:
             never_ran.setdefault(creator.key, []).append(problem.message)
     for key, lines in never_ran.items():
         findings.append(_fix(2, "recorded-not-run", f"{key} is recorded as applied but what it creates is missing",
                              lines, "rerun-migrations", migrations=key))
+    lost = {app: lines for app, lines in _schema_lost(found).items()
+            if not any(k.split(".")[0] == app for k in never_ran)}
+    if lost:
+        findings.append(_fix(2, "schema-lost", "columns or keys that recorded migrations made are missing",
+                             [line for lines in lost.values() for line in lines][:12], "restore-schema",
+                             "the data a dropped column held is not brought back: its rows get the field's "
+                             "default (restore a snapshot for the data)", apps=",".join(sorted(lost))))
     fakeable = [k for k in _fakeable(proven, checks) if k not in covered]
-    if fakeable:
-        apps = sorted({k.split(".")[0] for k in fakeable})
+    data = [k for k in data if k not in covered]
+    pending = [k for k in checks if k not in proven and k not in partial and k not in covered
+               and k not in fakeable and k not in data]
+    # fake-initial would refuse a proven migration whose unapplied dependency is not proven.
+    one_line = not history and not partial and not found.conflicts and len(fakeable) == len(
+        [k for k in proven if k not in covered])
+    if (fakeable or data) and one_line:
+        # fake-initial infers the same from the schema: records what it proves, applies what is wholly absent.
+        evidence = ([f"{k}: {django.effective_status(checks[k])}" for k in fakeable][:20]
+                    + ([f"... and {len(fakeable) - 20} more"] if len(fakeable) > 20 else [])
+                    + [f"{k}: {_unproven(checks[k])[0]}; the line records it as run" for k in data]
+                    + [f"{k}: not in the schema yet; the line applies it" for k in pending])
+        advice = ("a data migration leaves no trace in the schema: if one of those named never ran, drop it from "
+                  "data_migrations and run `manage.py migrate` after the repair") if data else ""
+        kind = "safe-to-fake" if fakeable else "data-unproven"
+        title = ("unapplied migrations whose tables and columns already exist" if fakeable
+                 else "data migrations without a row that nothing proven depends on")
+        findings.append(_fix(3, kind, title, evidence, "fake-initial", advice,
+                             **({"data_migrations": ",".join(data)} if data else {})))
+        pending = []
+    elif fakeable:
         evidence = [f"{k}: {django.effective_status(checks[k])}" for k in fakeable]
-        title = "unapplied migrations whose tables and columns already exist"
-        if all(checks[k].initial for k in fakeable):
-            findings.append(_fix(3, "safe-to-fake", title, evidence, "fake-initial",
-                                 **({"app": apps[0]} if len(apps) == 1 else {})))
-        else:
-            findings.append(_fix(3, "safe-to-fake", title, evidence, "fake-migrations", migrations=",".join(fakeable)))
+        findings.append(_fix(3, "safe-to-fake", "unapplied migrations whose tables and columns already exist",
+                             evidence, "fake-migrations", migrations=",".join(fakeable)))
     for key, fc in partial.items():
         if key in covered:
             continue
@@ -170,10 +202,9 @@ def django_findings(found: django.Inspection) -> list[Finding]:
         group = [k for k in _fakeable([key, *blocked], checks) if k == key or k in blocked] or [key]
         covered.update(group)
         findings.append(_fix(3, "partly-applied", f"{key} is only partly in the schema: not safe to fake or apply",
-                             _unproven(fc)[:10] + [f"{k}: proven, waits on {key}" for k in group if k != key],
+                             (_unproven(fc) + fc.state_problems)[:10]
+                             + [f"{k}: proven, waits on {key}" for k in group if k != key],
                              "complete-migrations", migrations=",".join(group)))
-    pending = [k for k in checks if k not in proven and k not in partial and k not in covered
-               and k not in fakeable]
     if pending and not history:
         evidence = [f"{k}" + (f" ({'; '.join(_unproven(checks[k])[:2])})" if _unproven(checks[k]) else "")
                     for k in pending]

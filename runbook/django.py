@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runbook.backend import run_script, split_manage
+from runbook.backend import exec_options, run_script, split_manage
 from runbook.errors import InputError, StepFailed
 
 if TYPE_CHECKING:
@@ -22,7 +22,10 @@ SCRIPT = "django_inspect.py"
 FORMAT = 1
 HISTORY_KINDS = ("inconsistent-history",)
 SCHEMA_KINDS = ("table-missing", "column-missing", "column-type", "column-null", "unique-missing", "index-missing",
-                "foreign-key-missing", "foreign-key-differs")
+                "check-missing", "foreign-key-missing", "foreign-key-differs")
+PROVEN = ("proven", "nothing to check in the schema")
+# Asks the inspection for every unapplied migration, judged by inferring from the schema how far each app got.
+UNAPPLIED = "@unapplied"
 MIGRATION_RE = re.compile(r"^[A-Za-z_][\w]*\.[\w]+$")
 
 
@@ -89,6 +92,21 @@ class FakeCheck:
     dependencies: list[str] = field(default_factory=list)
     unapplied_dependencies: list[str] = field(default_factory=list)
     operations: list[OperationCheck] = field(default_factory=list)
+    # schema: changes tables; data: only runs RunPython/RunSQL; state: changes neither.
+    effect: str = "schema"
+    # How the live tables of its app differ from Django's migration state with it (empty when they match).
+    state_problems: list[str] = field(default_factory=list)
+
+    @property
+    def absent(self) -> bool:
+        """Nothing it creates exists yet: applying it for real cannot collide with the schema."""
+        open_checks = [c for c in self.checks if not c.superseded_by]
+        return bool(open_checks) and all(c.ok is False and c.problem == "missing" for c in open_checks)
+
+    @property
+    def unproven_data(self) -> bool:
+        """A data migration the schema cannot witness: it counts as run only when something proven needs it."""
+        return self.effect == "data" and effective_status(self) == "cannot prove"
 
     @property
     def checks(self) -> list[Check]:
@@ -163,6 +181,7 @@ def _fake_check(data: dict[str, Any]) -> FakeCheck:
         error=data.get("error"), applied=bool(data.get("applied")), initial=bool(data.get("initial")),
         replaces=list(data.get("replaces", [])), dependencies=list(data.get("dependencies", [])),
         unapplied_dependencies=list(data.get("unapplied_dependencies", [])), operations=operations,
+        effect=str(data.get("effect", "schema")), state_problems=list(data.get("state_problems", [])),
     )
 
 
@@ -186,10 +205,13 @@ def split_names(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def inspect(ctx: RunContext, *, fake: list[str] | None = None, makemigrations: bool = False,
-            schema: bool = True, add_missing_columns: list[str] | None = None) -> Inspection:
+            schema: bool = True, add_missing_columns: list[str] | None = None,
+            restore_schema: list[str] | None = None) -> Inspection:
     """Run the inspection script once in the backend and parse its answer."""
     interpreter, manage = split_manage(list(ctx.config.backend.manage))
     args = ["--manage", manage]
+    if restore_schema:
+        args += ["--restore-schema", ",".join(restore_schema)]
     if add_missing_columns:
         args += ["--add-missing-columns", ",".join(add_missing_columns)]
     if fake:
@@ -240,8 +262,13 @@ class FakeVerdict:
     refusals: list[str] = field(default_factory=list)
 
 
-def fake_verdict(fake_checks: list[FakeCheck], *, allow_unproven: bool = False) -> FakeVerdict:
-    """Decide whether every requested migration may be recorded without running it; say why not."""
+def fake_verdict(fake_checks: list[FakeCheck], *, allow_unproven: bool = False,
+                 accept: list[str] | None = None) -> FakeVerdict:
+    """Decide whether every requested migration may be recorded without running it; say why not.
+
+    `accept` names data migrations to record though the schema cannot witness them (the user says they ran).
+    """
+    accepted = set(accept or ())
     settle(fake_checks)
     lines: list[str] = []
     refusals: list[str] = []
@@ -271,9 +298,10 @@ def fake_verdict(fake_checks: list[FakeCheck], *, allow_unproven: bool = False) 
                 elif check.ok:
                     lines.append(f"  ok   {check.message}")
                 elif check.ok is None:
-                    mark = "note" if allow_unproven else "NO"
-                    lines.append(f"  {mark:<4} {check.message}")
-                    if not allow_unproven:
+                    allowed = allow_unproven or fc.migration in accepted
+                    lines.append(f"  {'note' if allowed else 'NO':<4} {check.message}"
+                                 + (" (accepted as run)" if fc.migration in accepted else ""))
+                    if not allowed:
                         refusals.append(f"{fc.migration}: cannot prove: {check.message}")
                 else:
                     lines.append(f"  NO   {check.message}")
@@ -315,3 +343,33 @@ def delete_rows(ctx: RunContext, names: list[str]) -> list[str]:
         "DELETE FROM django_migrations m USING unnest(%(apps)s::text[], %(names)s::text[]) AS r(app, name) "
         "WHERE m.app = r.app AND m.name = r.name RETURNING m.app, m.name", {"apps": apps, "names": migrations})
     return sorted({f"{a}.{n}" for a, n in rows})
+
+
+def graph_order(nodes: dict[str, MigrationNode]) -> list[str]:
+    """Return migration keys with every dependency before its dependants (stable by name)."""
+    ordered: list[str] = []
+    seen: set[str] = set()
+    for root in sorted(nodes):
+        # Depth-first without recursion: real histories are chains hundreds of migrations long.
+        stack = [(root, False)]
+        while stack:
+            key, done = stack.pop()
+            if done:
+                ordered.append(key)
+                continue
+            if key in seen or key not in nodes:
+                continue
+            seen.add(key)
+            stack.append((key, True))
+            stack.extend((dep, False) for dep in sorted(nodes[key].dependencies, reverse=True))
+    return ordered
+
+
+def migrate(ctx: RunContext, key: str) -> tuple[int, str]:
+    """Run `manage.py migrate APP NAME` in the backend; return its exit code and output."""
+    app, name = key.split(".", 1)
+    options = exec_options(ctx.config, "backend")
+    result = ctx.target.exec("backend", [*ctx.config.backend.manage, "migrate", app, name, "--noinput"],
+                             env=options.env, workdir=options.workdir, user=options.user,
+                             timeout=ctx.config.step_timeout)
+    return result.exit_code, result.stdout + result.stderr

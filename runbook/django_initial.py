@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from runbook import django
 from runbook.actions import ActionResult, action
-from runbook.django_repair import _migrate, graph_order
 from runbook.errors import InputError
 
 if TYPE_CHECKING:
     from runbook.context import RunContext
 
 CODE_OPERATIONS = ("RunPython", "RunSQL")
-CODE_POLICIES = ("record", "refuse")
 
 
 @dataclass
@@ -55,7 +53,7 @@ def wanted(nodes: dict[str, django.MigrationNode], apps: list[str] | None) -> li
             if dep in nodes and not nodes[dep].applied and dep not in chosen:
                 chosen.add(dep)
                 stack.append(dep)
-    return [k for k in graph_order(nodes) if k in chosen]
+    return [k for k in django.graph_order(nodes) if k in chosen]
 
 
 def _open(fc: django.FakeCheck) -> list[django.Check]:
@@ -68,15 +66,14 @@ def _only_code_unproven(fc: django.FakeCheck) -> bool:
                for c in op.checks if not c.superseded_by)
 
 
-def _absent(fc: django.FakeCheck) -> bool:
-    """True when nothing the migration creates exists yet: applying it for real cannot collide."""
-    checks = _open(fc)
-    return bool(checks) and all(c.ok is False and c.problem == "missing" for c in checks)
-
-
 def plan_fake_initial(found: django.Inspection, checked: django.Inspection | None, apps: list[str] | None,
-                      code: str = "record") -> InitialPlan:
-    """Decide, from one inspection and the fake checks of the unapplied migrations, what to record and apply."""
+                      accept: list[str] | None = None) -> InitialPlan:
+    """Decide, from one inspection and the proofs of the unapplied migrations, what to record and apply.
+
+    `accept` names data migrations (RunPython/RunSQL only) that nothing proven depends on, which the user says
+    ran: the schema cannot witness them, and running one again on a guess could duplicate data.
+    """
+    accepted = set(accept or ())
     nodes = {n.key: n for n in found.migrations}
     keys = wanted(nodes, apps)
     checks = {fc.migration: fc for fc in (checked.fake_checks if checked else []) if fc.migration}
@@ -92,7 +89,7 @@ def plan_fake_initial(found: django.Inspection, checked: django.Inspection | Non
         failing = [c.message for c in _open(fc) if c.ok is False]
         if after_apply:
             # Its dependency runs for real, so its own changes cannot be there yet: they must be absent too.
-            if _absent(fc) or status == "nothing to check in the schema":
+            if fc.absent or status == "nothing to check in the schema":
                 plan.apply.append(key)
                 plan.reasons[key] = f"apply after {', '.join(after_apply)}: nothing it creates exists yet"
             elif status == "cannot prove" and _only_code_unproven(fc) and not [c for c in _open(fc) if c.ok]:
@@ -106,17 +103,19 @@ def plan_fake_initial(found: django.Inspection, checked: django.Inspection | Non
             plan.reasons[key] = ("record: " + ("its tables, columns and keys exist" if status == "proven"
                                                else "it changes nothing the schema holds")
                                  + ("" if fc.initial else " (not initial: running it again would fail)"))
-        elif status == "cannot prove" and _only_code_unproven(fc) and code == "record":
+        elif status == "cannot prove" and _only_code_unproven(fc) and key in accepted:
             plan.record.append(key)
             plan.unproven_code = True
-            plan.reasons[key] = "record: its schema changes are there; its RunPython/RunSQL ran with them"
-        elif _absent(fc):
+            plan.reasons[key] = "record: a data migration you accepted as run (data_migrations)"
+        elif fc.absent:
             plan.apply.append(key)
             plan.reasons[key] = "apply for real: nothing it creates exists yet"
         elif status == "cannot prove":
             unproven = [c.message for c in _open(fc) if c.ok is None]
             plan.refusals.append(f"{key}: cannot prove it ran: {unproven[0] if unproven else status}"
-                                 + (" (code_migrations=refuse)" if _only_code_unproven(fc) else ""))
+                                 + (f"; if it ran, pass --var data_migrations={key}; if it never ran, run "
+                                    f"`manage.py migrate {fc.migration.split('.')[0]}` once this repair is done"
+                                    if _only_code_unproven(fc) else ""))
         else:
             plan.refusals.append(f"{key}: partly in the schema, neither recorded nor applied: "
                                  + "; ".join(failing[:3]))
@@ -137,10 +136,9 @@ def _describe(plan: InitialPlan) -> list[str]:
 def plan_action(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Say which unapplied migrations fake-initial records and which it applies; refuse a partial schema."""
     apps = [a.strip() for a in str(args.get("app") or "").split(",") if a.strip()] or None
-    code = str(args.get("code_migrations", "record"))
-    if code not in CODE_POLICIES:
-        raise InputError(f"code_migrations must be {' or '.join(CODE_POLICIES)}, not {code!r}")
-    found = django.inspect(ctx, schema=False)
+    accept = django.parse_names(args["data_migrations"], "data_migrations") if args.get("data_migrations") else []
+    # One inference over every unapplied migration: with rows lost, each app's schema decides how far it got.
+    found = django.inspect(ctx, fake=[django.UNAPPLIED], schema=False)
     if not found.history_table:
         why = "refused: table django_migrations does not exist: this is an empty database, run `manage.py migrate`"
         return ActionResult(1, "", why + "\n", problems=[why], data=InitialPlan().as_data())
@@ -149,9 +147,7 @@ def plan_action(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         if unknown:
             raise InputError(f"no migrations for app {', '.join(unknown)}",
                              hint="pass an app label that has migrations, or no app for all")
-    keys = wanted({n.key: n for n in found.migrations}, apps)
-    checked = django.inspect(ctx, fake=keys, schema=False) if keys else None
-    plan = plan_fake_initial(found, checked, apps, code)
+    plan = plan_fake_initial(found, found, apps, accept)
     text = "\n".join(_describe(plan)) + "\n"
     if plan.refusals:
         return ActionResult(1, text, data=plan.as_data(), problems=[f"refused: {r}" for r in plan.refusals])
@@ -172,7 +168,7 @@ def apply_absent(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     lines: list[str] = []
     applied: list[str] = []
     for key in names:
-        code, output = _migrate(ctx, key)
+        code, output = django.migrate(ctx, key)
         lines += [f"$ manage.py migrate {key.replace('.', ' ')}", output.rstrip()]
         if code != 0:
             return ActionResult(1, "\n".join(lines) + "\n", data={"applied": applied},

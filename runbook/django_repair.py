@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook import django
 from runbook.actions import ActionResult, action
-from runbook.backend import exec_options
+from runbook.django_initial import plan_fake_initial
 
 if TYPE_CHECKING:
     from runbook.context import RunContext
@@ -30,6 +30,8 @@ class HistoryRepair:
     apply: list[str] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
+    # Missing dependencies that are partly in the schema (or data migrations it cannot witness): refused.
+    partial: list[str] = field(default_factory=list)
 
     @property
     def needed(self) -> bool:
@@ -37,25 +39,7 @@ class HistoryRepair:
 
     def as_data(self) -> dict[str, Any]:
         return {"needed": self.needed, "inconsistencies": self.inconsistencies, "fake": self.fake,
-                "apply": self.apply, "blockers": self.blockers, "reasons": self.reasons}
-
-
-def graph_order(nodes: dict[str, django.MigrationNode]) -> list[str]:
-    """Return migration keys with every dependency before its dependants (stable by name)."""
-    ordered: list[str] = []
-    seen: set[str] = set()
-
-    def visit(key: str) -> None:
-        if key in seen or key not in nodes:
-            return
-        seen.add(key)
-        for dep in sorted(nodes[key].dependencies):
-            visit(dep)
-        ordered.append(key)
-
-    for key in sorted(nodes):
-        visit(key)
-    return ordered
+                "apply": self.apply, "blockers": self.blockers, "reasons": self.reasons, "partial": self.partial}
 
 
 def missing_ancestors(nodes: dict[str, django.MigrationNode]) -> list[str]:
@@ -69,7 +53,7 @@ def missing_ancestors(nodes: dict[str, django.MigrationNode]) -> list[str]:
             continue
         missing.add(key)
         stack.extend(node.dependencies)
-    return [k for k in graph_order(nodes) if k in missing]
+    return [k for k in django.graph_order(nodes) if k in missing]
 
 
 def applied_dependants(nodes: dict[str, django.MigrationNode], targets: list[str]) -> list[str]:
@@ -85,7 +69,7 @@ def applied_dependants(nodes: dict[str, django.MigrationNode], targets: list[str
             if child not in found:
                 found.add(child)
                 stack.append(child)
-    return [k for k in graph_order(nodes) if k in found and nodes[k].applied]
+    return [k for k in django.graph_order(nodes) if k in found and nodes[k].applied]
 
 
 def plan_history_repair(found: django.Inspection, checked: django.Inspection | None) -> HistoryRepair:
@@ -101,11 +85,15 @@ def plan_history_repair(found: django.Inspection, checked: django.Inspection | N
         fc = checks.get(key)
         status = django.effective_status(fc) if fc else "not checked"
         repair.reasons[key] = status
-        if status in ("proven", "nothing to check in the schema") and all(
+        if status in django.PROVEN and all(
                 dep in repair.fake or nodes.get(dep) is None or nodes[dep].applied for dep in nodes[key].dependencies):
             repair.fake.append(key)
-        else:
+        elif fc is None or fc.absent or any(dep in repair.apply for dep in nodes[key].dependencies):
             repair.apply.append(key)
+        else:
+            repair.partial.append(key)
+            problems = [c.message for c in fc.checks if not c.ok and not c.superseded_by] + fc.state_problems
+            repair.reasons[key] = f"{status}: {'; '.join(problems[:3]) or status}"
     repair.blockers = applied_dependants(nodes, repair.apply)
     return repair
 
@@ -120,24 +108,28 @@ def _describe(repair: HistoryRepair) -> list[str]:
         lines.append(f"apply {key} for real: {repair.reasons[key]}")
     for key in repair.blockers:
         lines.append(f"un-record {key} while applying, then record it again if the schema proves it ran")
+    for key in repair.partial:
+        lines.append(f"cannot repair {key}: {repair.reasons[key]}")
     return lines
 
 
-FK_TARGET_RE = re.compile(r"-> (\w+)\.(\w+) does not exist")
+# How the state proof words a foreign key the live table lacks (schema_problems in inside/django_inspect.py).
+FK_MISSING_RE = re.compile(r"foreign key (\w+)\((\w+)\) -> (\w+)\((\w+)\) does not exist")
 
 
 def repointed_keys(checks: list[django.FakeCheck]) -> list[tuple[str, str, str, str, str]]:
     """Return (migration, table, column, target table, target column) of each foreign key that a migration
     which must run again would point somewhere else; pure."""
-    found = []
+    found: list[tuple[str, str, str, str, str]] = []
+    seen: set[tuple[str, str]] = set()
     for fc in checks:
-        if django.effective_status(fc) in ("proven", "nothing to check in the schema"):
+        if django.effective_status(fc) in django.PROVEN:
             continue
-        for check in fc.checks:
-            match = FK_TARGET_RE.search(check.message)
-            if check.ok is False and check.subject.startswith("foreign key ") and match:
-                table, _, column = check.subject.removeprefix("foreign key ").partition(".")
-                found.append((fc.migration or fc.requested, table, column, match.group(1), match.group(2)))
+        for text in fc.state_problems:
+            match = FK_MISSING_RE.search(text)
+            if match and match.group(1, 2) not in seen:
+                seen.add(match.group(1, 2))
+                found.append((fc.migration or fc.requested, *match.groups()))
     return found
 
 
@@ -165,7 +157,13 @@ def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         missing = missing_ancestors({n.key: n for n in found.migrations})
         checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
     repair = plan_history_repair(found, checked)
-    refusals = []
+    refusals = [f"{key} is only partly in the schema ({repair.reasons[key]}): neither recording nor applying it "
+                "is safe; put back what is missing by hand or restore a backup, then run fix-history again"
+                for key in repair.partial]
+    if repair.needed and checked is not None:
+        # fix-history ends as the guide does, with every migration applied; refuse now what that would refuse.
+        tail = plan_fake_initial(found, checked, None)
+        refusals += [f"after the repair: {r}" for r in tail.refusals if not r.startswith(tuple(repair.partial))]
     if repair.blockers:
         # Before anything changes: a dependant that must run again may re-point a foreign key at a table
         # that has no row for the values already stored; migrate would fail half-way through the repair.
@@ -184,15 +182,6 @@ def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     return ActionResult(0, text, data=repair.as_data())
 
 
-def _migrate(ctx: RunContext, key: str) -> tuple[int, str]:
-    app, name = key.split(".", 1)
-    options = exec_options(ctx.config, "backend")
-    result = ctx.target.exec("backend", [*ctx.config.backend.manage, "migrate", app, name, "--noinput"],
-                             env=options.env, workdir=options.workdir, user=options.user,
-                             timeout=ctx.config.step_timeout)
-    return result.exit_code, result.stdout + result.stderr
-
-
 @action("django.apply-missing")
 def apply_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Apply missing dependencies for real: un-record their applied dependants, migrate, re-record or apply."""
@@ -204,7 +193,7 @@ def apply_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     blockers = applied_dependants(nodes, names)
     lines = [f"un-recorded {key}" for key in django.delete_rows(ctx, blockers)]
     for key in names:
-        code, output = _migrate(ctx, key)
+        code, output = django.migrate(ctx, key)
         lines += [f"$ manage.py migrate {key.replace('.', ' ')}", output.rstrip()]
         if code != 0:
             return ActionResult(1, "\n".join(lines) + "\n", problems=[f"migrate {key} failed (exit {code})"],
@@ -219,7 +208,7 @@ def apply_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                 rerecorded += django.record_rows(ctx, [key])
                 lines.append(f"recorded {key} again: the schema proves it ran")
                 continue
-            code, output = _migrate(ctx, key)
+            code, output = django.migrate(ctx, key)
             lines += [f"{key} did not really run ({django.effective_status(fc)}): applying it",
                       f"$ manage.py migrate {key.replace('.', ' ')}", output.rstrip()]
             if code != 0:

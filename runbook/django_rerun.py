@@ -106,3 +106,23 @@ def add_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     added = django.inspect(ctx, add_missing_columns=names, schema=False).raw.get("added_columns", [])
     text = "".join(f"added column {c} as the migration defines it\n" for c in added) or "no column was missing\n"
     return ActionResult(0, text, data={"added": added})
+
+
+@action("django.restore-schema")
+def restore_schema(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Put back the tables, columns and keys the recorded migrations made that the database lost."""
+    unknown = sorted(set(args) - {"apps"})
+    if unknown:
+        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: apps)")
+    apps = [a.strip() for a in (args.get("apps") if isinstance(args.get("apps"), list)
+                                else str(args.get("apps") or "").split(",")) if str(a).strip()]
+    if not apps:
+        raise InputError("the action needs `with: apps` (app labels, comma-separated)")
+    found = django.inspect(ctx, restore_schema=apps, schema=False)
+    refused = list(found.raw.get("restore_refused", []))
+    if refused:
+        return _refuse([], refused, {"restored": []})
+    restored = list(found.raw.get("restored", []))
+    text = "".join(f"restored {r} as Django's migration state after the recorded migrations defines it\n"
+                   for r in restored) or "nothing was missing\n"
+    return ActionResult(0, text, data={"restored": restored})

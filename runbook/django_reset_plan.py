@@ -68,6 +68,21 @@ def plan_reset(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     untouched = sorted(a for a in located if a not in apps and located[a].path)
     found = django.inspect(ctx, makemigrations=True)
     symptoms = [p.message for p in found.problems_of(OUT_OF_SYNC, apps)] + _pending_changes(found, apps)
+    rows = [f"{a}.{n}" for a, n in found.applied if a in apps]
+    data: dict[str, Any] = {
+        "apps": apps, "untouched": untouched, "symptoms": symptoms, "refusals": [],
+        "files": {a.app: a.paths() for a in chosen}, "rows": rows,
+        "forced": bool(args.get("force")) and not symptoms,
+    }
+    lines = [f"apps to reset: {', '.join(apps)}" + (" (every local app)" if not requested else ""),
+             f"left untouched: {', '.join(untouched) or 'none'}"]
+    if found.history_table and not symptoms and not args.get("force"):
+        # A healthy site is "nothing to do" before anything could refuse it.
+        data["needed"] = False
+        lines.append("nothing to do: the migration files and the history of these apps agree "
+                     "(every file applied, every row has its file, the models match); "
+                     "pass --var force=true to regenerate them anyway")
+        return ActionResult(0, "\n".join(lines) + "\n", data=data)
     refusals: list[str] = []
     if not found.history_table:
         refusals.append("table django_migrations does not exist: there is no history to reset (run migrate)")
@@ -80,22 +95,9 @@ def plan_reset(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         refusals.append(f"{key} (not reset) depends on {', '.join(deps)}: add its app to `apps`, "
                         "or use squash-reset, which rewrites such dependencies")
     refusals += _schema_refusals(found, apps)
-    rows = [f"{a}.{n}" for a, n in found.applied if a in apps]
-    data: dict[str, Any] = {
-        "apps": apps, "untouched": untouched, "symptoms": symptoms, "refusals": [],
-        "files": {a.app: a.paths() for a in chosen}, "rows": rows,
-        "forced": bool(args.get("force")) and not symptoms,
-    }
-    lines = [f"apps to reset: {', '.join(apps)}" + (" (every local app)" if not requested else ""),
-             f"left untouched: {', '.join(untouched) or 'none'}"]
     if refusals:
         return _refused(lines, refusals, data)
-    data["needed"] = bool(symptoms) or bool(args.get("force"))
-    if not data["needed"]:
-        lines.append("nothing to do: the migration files and the history of these apps agree "
-                     "(every file applied, every row has its file, the models match); "
-                     "pass --var force=true to regenerate them anyway")
-        return ActionResult(0, "\n".join(lines) + "\n", data=data)
+    data["needed"] = True
     lines += ["found:"] + [f"  - {s}" for s in symptoms] if symptoms else ["found nothing wrong; force=true"]
     count = sum(len(f) for f in data["files"].values())
     lines.append(f"will delete {count} migration files (keeping __init__.py), run makemigrations, delete the "

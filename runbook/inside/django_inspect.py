@@ -4,11 +4,12 @@ Shipped as package data and run by the BACKEND's python (Django 5.x), never impo
 
     python -c "$(cat django_inspect.py)" [--manage manage.py] [--database default] [--no-schema]
         [--fake-check APP.NAME[,APP.NAME...]] [--makemigrations-check] [--output FILE | --compress]
-        [--add-missing-columns APP.NAME[,...]]   (the one option that changes the schema)
+        [--add-missing-columns APP.NAME[,...]] [--restore-schema APP[,...]]   (the two that change the schema)
 
 It reads the migration files, the history rows, the models and the live schema, and computes what is
 wrong without calling anything that raises on a broken history (`check_consistent_history`, `migrate`).
-Exit codes: 0 answered; 2 Django cannot start; 3 database unreachable; 5 Django not importable.
+Exit codes: 0 answered; 2 Django cannot start; 3 database unreachable; 5 Django not importable; 6 the
+migration graph cannot be loaded (a broken migration file).
 The last line of stderr always says why it failed.
 """
 
@@ -20,7 +21,7 @@ import sys
 import traceback
 
 FORMAT = 1
-EXIT_DJANGO, EXIT_DATABASE, EXIT_NO_DJANGO = 2, 3, 5
+EXIT_DJANGO, EXIT_DATABASE, EXIT_NO_DJANGO, EXIT_GRAPH = 2, 3, 5, 6
 MARKER = "RUNBOOK-ANSWER:"
 UNAPPLIED = "@unapplied"
 SETTINGS_RE = re.compile(r"""['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""")
@@ -84,28 +85,39 @@ def compare_column(expected, live, expects="the model expects"):
     return None
 
 
-def schema_problems(models, tables):
-    """Compare each model's table and columns with the live tables; one problem per difference."""
+def schema_problems(models, tables, strict=False, expects="the model expects"):
+    """Compare each model's table and columns with the live tables; one problem per difference.
+
+    strict also reports what a live table has beyond the models: columns, unique constraints and foreign
+    keys (extra plain indexes are tolerated: PostgreSQL's _like indexes and hand-made ones change nothing).
+    """
     problems = []
     for model in models:
         table = tables.get(model["table"])
         label = model["model"]
+        base = {"app": model.get("app", label.split(".")[0]), "model": label, "table": model["table"]}
         if table is None:
-            problems.append({"kind": "table-missing", "model": label, "table": model["table"],
+            problems.append({**base, "kind": "table-missing",
                              "message": f"table {model['table']} of model {label} does not exist"})
             continue
-        problems += key_problems(model, table)
+        problems += [{**base, **p} for p in key_problems(model, table, strict)]
         for column in model["columns"]:
-            found = compare_column(column, table["columns"].get(column["column"]))
+            found = compare_column(column, table["columns"].get(column["column"]), expects)
             if found:
                 kind, text = found
                 live = table["columns"].get(column["column"]) or {}
                 problems.append({
-                    "kind": kind, "model": label, "table": model["table"], "column": column["column"],
+                    **base, "kind": kind, "column": column["column"],
                     "field": column["field"], "expected": describe_column(column["type"], column["null"]),
                     "actual": describe_column(live["type"], live["null"]) if live else None,
                     "message": f"column {model['table']}.{column['column']} (field {label}.{column['field']}) "
                                + text})
+        if strict:
+            known = {c["column"] for c in model["columns"]}
+            for name in table["columns"]:
+                if name not in known:
+                    problems.append({**base, "kind": "column-unexpected", "column": name,
+                                     "message": f"column {model['table']}.{name} exists, {expects} no such column"})
     return problems
 
 
@@ -126,19 +138,22 @@ def foreign_keys(table, columns):
     return [c["references"] for c in table.get("constraints", ()) if c["columns"] == columns and c.get("references")]
 
 
-def key_problems(model, table):
-    """Compare a model's unique constraints, indexes and foreign keys (by columns) with a live table."""
+def key_problems(model, table, strict=False):
+    """Compare a model's unique constraints, indexes, foreign keys and checks (by columns) with a live table."""
     problems = []
-    label, name = model["model"], model["table"]
+    name = model["table"]
     for key in model.get("keys", []):
         columns, where = key["columns"], f"{name}({', '.join(key['columns'])})"
-        base = {"model": label, "table": name, "column": ",".join(columns), "field": key.get("field")}
+        base = {"column": ",".join(columns), "field": key.get("field")}
         if key["kind"] == "unique" and not has_unique(table, columns):
             problems.append({**base, "kind": "unique-missing",
                              "message": f"unique constraint on {where} does not exist ({key['why']})"})
         elif key["kind"] == "index" and not has_index(table, columns):
             problems.append({**base, "kind": "index-missing",
                              "message": f"index on {where} does not exist ({key['why']})"})
+        elif key["kind"] == "check" and not has_check(table, key.get("name"), columns):
+            what = f"check constraint {key['name']} on {name}" if key.get("name") else f"check constraint on {where}"
+            problems.append({**base, "kind": "check-missing", "message": f"{what} does not exist ({key['why']})"})
         elif key["kind"] == "foreign key":
             found = foreign_keys(table, columns)
             if key["references"] in found:
@@ -148,7 +163,41 @@ def key_problems(model, table):
             problems.append({**base, "kind": "foreign-key-differs" if found else "foreign-key-missing",
                              "message": f"foreign key {arrow} does not exist ({key['why']})"
                                         + (f"; it references {others}" if others else "")})
+    if strict:
+        problems += extra_keys(model, table)
     return problems
+
+
+def extra_keys(model, table):
+    """Return the unique constraints and foreign keys of a live table that the model does not have."""
+    keys = model.get("keys", [])
+    uniques = {tuple(k["columns"]) for k in keys if k["kind"] == "unique"}
+    references = {(tuple(k["columns"]), k["references"][0], tuple(k["references"][1]))
+                  for k in keys if k["kind"] == "foreign key"}
+    primary = {tuple(i["columns"]) for i in table.get("indexes", ()) if i.get("primary")}
+    live_unique = {tuple(i["columns"]) for i in table.get("indexes", ()) if i["unique"] and not i.get("primary")}
+    live_unique |= {tuple(c["columns"]) for c in table.get("constraints", ()) if c["type"] == "unique"}
+    problems = []
+    for columns in sorted(live_unique - uniques - primary):
+        if columns:  # an expression index has no plain columns
+            problems.append({"kind": "unique-unexpected", "column": ",".join(columns),
+                             "message": f"unique constraint on {model['table']}({', '.join(columns)}) exists, "
+                                        "Django's migration state has none"})
+    for constraint in table.get("constraints", ()):
+        ref = constraint.get("references")
+        if ref and (tuple(constraint["columns"]), ref[0], tuple(ref[1])) not in references:
+            problems.append({"kind": "foreign-key-unexpected", "column": ",".join(constraint["columns"]),
+                             "message": f"foreign key {model['table']}({', '.join(constraint['columns'])}) -> "
+                                        f"{ref[0]}({', '.join(ref[1])}) exists, Django's migration state has none"})
+    return problems
+
+
+def has_check(table, name, columns):
+    """True when the table has the named check constraint, or (unnamed) one on exactly these columns."""
+    checks = [c for c in table.get("constraints", ()) if c["type"] == "check"]
+    if name:
+        return any(c["name"] == name for c in checks)
+    return any(c["columns"] == columns for c in checks)
 
 
 def history_problems(parents, applied, replacements):
@@ -291,8 +340,10 @@ def model_columns(model, connection):
     return columns
 
 
-def model_keys(model):
-    """Return the unique constraints, indexes and foreign keys a model's table should have, by columns."""
+def model_keys(model, connection):
+    """Return the unique constraints, indexes, foreign keys and checks a model's table should have, by columns."""
+    from django.db.models import CheckConstraint, UniqueConstraint
+
     keys, opts = [], model._meta
     for field in opts.local_fields:
         if field.column is None or field.primary_key:
@@ -306,10 +357,24 @@ def model_keys(model):
             keys.append({"kind": "unique", "columns": [field.column], "field": field.name, "why": why + " unique"})
         elif field.db_index:
             keys.append({"kind": "index", "columns": [field.column], "field": field.name, "why": why + " db_index"})
+        if field.db_check(connection):
+            keys.append({"kind": "check", "columns": [field.column], "field": field.name, "why": why + " check"})
     for kind, sets in (("unique", opts.unique_together), ("index", getattr(opts, "index_together", ()))):
         for fields in sets:
             keys.append({"kind": kind, "columns": [opts.get_field(f).column for f in fields], "field": None,
                          "why": f"{opts.label} Meta.{kind}_together {list(fields)}"})
+    for index in opts.indexes:
+        # Expression indexes have no plain columns to compare.
+        if index.fields and not index.contains_expressions:
+            keys.append({"kind": "index", "columns": [opts.get_field(f.lstrip("-")).column for f in index.fields],
+                         "field": None, "why": f"{opts.label} Meta.indexes {index.name}"})
+    for constraint in opts.constraints:
+        if isinstance(constraint, UniqueConstraint) and constraint.fields and not constraint.contains_expressions:
+            keys.append({"kind": "unique", "columns": [opts.get_field(f).column for f in constraint.fields],
+                         "field": None, "why": f"{opts.label} Meta.constraints {constraint.name}"})
+        elif isinstance(constraint, CheckConstraint):
+            keys.append({"kind": "check", "name": constraint.name, "columns": [], "field": None,
+                         "why": f"{opts.label} Meta.constraints {constraint.name}"})
     return keys
 
 
@@ -320,16 +385,21 @@ def should_exist(model, alias):
     return opts.managed and not opts.proxy and not opts.swapped and router.allow_migrate_model(alias, model)
 
 
+def describe_models(models, connection, alias, labels=None):
+    """Describe the tables these models (real or rendered from a migration state) make in the database."""
+    found = []
+    for model in models:
+        if (labels is None or model._meta.app_label in labels) and should_exist(model, alias):
+            found.append({"app": model._meta.app_label, "model": model._meta.label,
+                          "table": model._meta.db_table, "columns": model_columns(model, connection),
+                          "keys": model_keys(model, connection)})
+    return sorted(found, key=lambda m: (m["app"], m["table"]))
+
+
 def models_part(connection, alias):
     from django.apps import apps
 
-    models = []
-    for model in apps.get_models(include_auto_created=True):
-        if should_exist(model, alias):
-            models.append({"app": model._meta.app_label, "model": model._meta.label,
-                           "table": model._meta.db_table, "columns": model_columns(model, connection),
-                           "keys": model_keys(model)})
-    return sorted(models, key=lambda m: (m["app"], m["table"]))
+    return describe_models(apps.get_models(include_auto_created=True), connection, alias)
 
 
 PG_COLUMNS = """
@@ -395,265 +465,192 @@ def live_schema(connection):
     return tables
 
 
-# ---- fake check: what a migration creates, and is it already there ----
+# ---- the proof: the live schema against Django's migration state ----
+#
+# What the history claims is Django's ProjectState after a set of migrations, rendered as tables; what the
+# database has is the live schema. A migration may be recorded when the live tables of its app match the
+# state of everything recorded plus that migration. Checking one migration's operations against the final
+# schema cannot work on a real history, where a table is created early and altered, renamed or re-keyed later.
 
-class Checker:
-    """Prove, operation by operation, that the live schema already holds what a migration would do."""
+STATE_ONLY_OPERATIONS = ("AlterModelOptions", "AlterModelManagers")
+EXPECTS = "Django's migration state expects"
+# How many earlier states `infer` tries per app before it gives up on finding one the schema matches.
+MAX_INFER_ROUNDS = 25
 
-    def __init__(self, connection, alias, tables):
-        self.connection, self.alias, self.tables = connection, alias, tables
 
-    def item(self, subject, ok, message, problem=None):
-        # `subject` names the schema object; a later operation on the same subject supersedes this one.
-        return {"subject": subject, "ok": ok, "message": message,
-                "problem": problem if ok is False else ("cannot-prove" if ok is None else None)}
+def flat_operations(operations):
+    """Yield the operations that touch the database, SeparateDatabaseAndState opened up."""
+    from django.db.migrations import operations as ops
 
-    def names(self, table):
-        info = self.tables.get(table) or {"indexes": [], "constraints": []}
-        return {i["name"] for i in info["indexes"]} | {c["name"] for c in info["constraints"]}
+    for op in operations:
+        if isinstance(op, ops.SeparateDatabaseAndState):
+            yield from flat_operations(op.database_operations)
+        else:
+            yield op
 
-    def table_present(self, table, what):
-        if table in self.tables:
-            return self.item(f"table {table}", True, f"{what} {table} exists")
-        return self.item(f"table {table}", False, f"{what} {table} does not exist", "missing")
 
-    def table_absent(self, table, what):
-        if table in self.tables:
-            return self.item(f"table {table}", False, f"{what} {table} still exists", "unexpected")
-        return self.item(f"table {table}", True, f"{what} {table} is gone")
+def effect_of(migration):
+    """Return 'schema' when a migration changes tables, 'data' when it only runs code, else 'state'."""
+    from django.db.migrations import operations as ops
 
-    def column_present(self, table, field):
-        expected = {"type": field.db_type(self.connection), "null": bool(field.null)}
-        where = f"column {table}.{field.column}"
-        live = (self.tables.get(table) or {"columns": {}})["columns"].get(field.column)
-        if table not in self.tables:
-            return self.item(where, False, f"{where} cannot exist: table {table} does not exist", "missing")
-        found = compare_column(expected, live, "the migration makes it")
-        if found is None:
-            return self.item(where, True, f"{where} exists ({describe_column(expected['type'], expected['null'])})")
-        kind, text = found
-        return self.item(where, False, f"{where} {text}", "missing" if kind == "column-missing" else "differs")
+    kinds = set()
+    for op in flat_operations(migration.operations):
+        if isinstance(op, ops.RunPython):
+            kinds.add("state" if op.code is ops.RunPython.noop else "data")
+        elif isinstance(op, ops.RunSQL):
+            kinds.add("state" if op.sql in ("", [], ()) else "data")
+        elif type(op).__name__ not in STATE_ONLY_OPERATIONS:
+            kinds.add("schema")
+    return "schema" if "schema" in kinds else "data" if "data" in kinds else "state"
 
-    def column_absent(self, table, column):
-        where = f"column {table}.{column}"
-        if column in (self.tables.get(table) or {"columns": {}})["columns"]:
-            return self.item(where, False, f"{where} still exists", "unexpected")
-        return self.item(where, True, f"{where} is gone")
 
-    def name_present(self, table, name, what):
-        subject = f"{what} {table}.{name}"
-        if name in self.names(table):
-            return self.item(subject, True, f"{what} {name} on {table} exists")
-        return self.item(subject, False, f"{what} {name} on {table} does not exist", "missing")
+def graph_order(graph):
+    """Return {key: position} in an order that puts every migration after its dependencies."""
+    order = {}
+    for leaf in sorted(graph.leaf_nodes()):
+        for key in graph.forwards_plan(leaf):
+            order.setdefault(key, len(order))
+    return order
 
-    def name_absent(self, table, name, what):
-        subject = f"{what} {table}.{name}"
-        if name in self.names(table):
-            return self.item(subject, False, f"{what} {name} on {table} still exists", "unexpected")
-        return self.item(subject, True, f"{what} {name} on {table} is gone")
 
-    def foreign_key(self, table, field):
-        target = field.target_field
-        ref = [target.model._meta.db_table, [target.column]]
-        subject, arrow = f"foreign key {table}.{field.column}", f"{table}.{field.column} -> {ref[0]}.{target.column}"
-        others = []
-        for constraint in (self.tables.get(table) or {"constraints": []})["constraints"]:
-            if constraint["columns"] == [field.column] and constraint.get("references") == ref:
-                return self.item(subject, True, f"foreign key {arrow} exists")
-            if constraint["columns"] == [field.column] and constraint.get("references"):
-                others.append(f"{constraint['references'][0]}.{','.join(constraint['references'][1])}")
-        if others:
-            return self.item(subject, False, f"foreign key {arrow} does not exist; it references "
-                                             f"{', '.join(others)}", "differs")
-        return self.item(subject, False, f"foreign key {arrow} does not exist", "missing")
+def related(graph, keys, attribute):
+    """Return the keys with all their parents (attribute 'parents') or children ('children'), transitively."""
+    found, stack = set(), [k for k in keys if k in graph.nodes]
+    while stack:
+        key = stack.pop()
+        if key not in found:
+            found.add(key)
+            stack.extend(n.key for n in getattr(graph.node_map[key], attribute))
+    return found
 
-    def unique(self, table, columns, wanted):
-        has = has_unique(self.tables.get(table) or {"indexes": [], "constraints": []}, columns)
-        what = f"unique constraint on {table}({', '.join(columns)})"
-        if has == wanted:
-            return self.item(what, True, f"{what} {'exists' if wanted else 'is absent'}")
-        return self.item(what, False, f"{what} {'does not exist' if wanted else 'still exists'}",
-                         "missing" if wanted else "unexpected")
 
-    def index(self, table, columns, wanted):
-        has = has_index(self.tables.get(table) or {"indexes": [], "constraints": []}, columns)
-        what = f"index on {table}({', '.join(columns)})"
-        if has == wanted:
-            return self.item(what, True, f"{what} {'exists' if wanted else 'is absent'}")
-        return self.item(what, False, f"{what} {'does not exist' if wanted else 'still exists'}",
-                         "missing" if wanted else "unexpected")
+def state_of(loader, order, keys):
+    """Return Django's ProjectState after these migrations and their dependencies, as `migrate` builds it."""
+    from django.db.migrations.state import ProjectState
 
-    def key_items(self, table, field):
-        # Only for a column that exists: a missing one is already refused, and a later migration's
-        # check on the same column (RemoveField, RenameField) can then supersede it.
-        if field.primary_key:
-            return []
-        if field.unique:
-            return [self.unique(table, [field.column], True)]
-        if field.db_index:
-            return [self.index(table, [field.column], True)]
-        return []
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    for key in sorted(related(loader.graph, keys, "parents"), key=order.__getitem__):
+        state = loader.graph.nodes[key].mutate_state(state, preserve=False)
+    return state
 
-    def model_items(self, model):
-        table = model._meta.db_table
-        items = [self.table_present(table, "table")]
-        if table in self.tables:
-            for field in model._meta.local_fields:
-                items += self.field_items(model, field)
-            items += [self.name_present(table, i.name, "index") for i in model._meta.indexes if i.name]
-            items += [self.name_present(table, c.name, "constraint") for c in model._meta.constraints]
-            items += self.together_items(model, model, model._meta.unique_together, ())
-            for fields in getattr(model._meta, "index_together", ()):
-                items.append(self.index(table, [model._meta.get_field(f).column for f in fields], True))
-        for field in model._meta.local_many_to_many:
-            through = field.remote_field.through
-            if through._meta.auto_created:
-                items.append(self.table_present(through._meta.db_table, "many-to-many table"))
-        return items
 
-    def field_items(self, model, field):
-        if field.many_to_many:
-            through = field.remote_field.through
-            if not through._meta.auto_created:
-                return []
-            return [self.table_present(through._meta.db_table, "many-to-many table")]
-        if field.column is None or field.db_type(self.connection) is None:
-            return []
-        items = [self.column_present(model._meta.db_table, field)]
-        if field.remote_field is not None and getattr(field, "db_constraint", False) \
-                and items[0]["problem"] != "missing":
-            items.append(self.foreign_key(model._meta.db_table, field))
-        if items[0]["problem"] != "missing":
-            items += self.key_items(model._meta.db_table, field)
-        return items
+def default_table(app, model_name, connection):
+    from django.db.backends.utils import truncate_name
 
-    def alter_field_items(self, old_model, new_model, old, new):
-        table = new_model._meta.db_table
-        # Django's own test for "does this AlterField touch the database" (private, so looked up softly).
-        should = getattr(self.connection.schema_editor(collect_sql=True), "_field_should_be_altered", None)
-        if should is not None and not should(old, new):
-            return [], "changes nothing the database stores"
-        items, unknown = [], []
-        if old.column != new.column:
-            items.append(self.column_absent(table, old.column))
-        if new.column is None or new.db_type(self.connection) is None:
-            return items, None
-        items.append(self.column_present(table, new))
-        old_ref = getattr(old, "target_field", None) if old.remote_field else None
-        new_ref = getattr(new, "target_field", None) if new.remote_field else None
-        if new_ref is not None and getattr(new, "db_constraint", False):
-            items.append(self.foreign_key(table, new))
-        elif old_ref is not None:
-            unknown.append("dropping the foreign key")
-        if old.unique != new.unique and not new.primary_key:
-            items.append(self.unique(table, [new.column], bool(new.unique)))
-        if old.db_index != new.db_index and not new.unique and not new.primary_key:
-            items.append(self.index(table, [new.column], bool(new.db_index)))
-        for attr in ("db_default", "db_comment", "db_collation"):
-            if getattr(old, attr, None) != getattr(new, attr, None):
-                unknown.append(attr)
-        if unknown:
-            items.append(self.item(f"column {table}.{new.column}", None,
-                                   f"{table}.{new.column}: cannot check {', '.join(unknown)} from the schema"))
-        return items, None
+    return truncate_name(f"{app}_{model_name.lower()}", connection.ops.max_name_length())
 
-    def together_items(self, model, old_model, sets_after, sets_before):
-        table = model._meta.db_table
-        to_columns = [[model._meta.get_field(f).column for f in fields] for fields in sets_after]
-        gone = [[old_model._meta.get_field(f).column for f in fields] for fields in sets_before
-                if tuple(fields) not in {tuple(s) for s in sets_after}]
-        return [self.unique(table, c, True) for c in to_columns] + [self.unique(table, c, False) for c in gone]
 
-    def operation(self, op, app, before, after):
-        """Return the check of one operation: {type, describe, status, checks, note}."""
-        from django.db.migrations import operations as ops
+def state_table(state, app, model_name, connection):
+    """Return the table of a model in an unrendered state (db_table, or Django's default name)."""
+    model = state.models.get((app, model_name.lower()))
+    table = model.options.get("db_table") if model is not None else None
+    return table or default_table(app, model_name, connection)
 
-        name = type(op).__name__
-        result = {"type": name, "describe": operation_text(op), "checks": [], "note": None}
-        items, note = [], None
 
-        def model(state, model_name):
-            return state.apps.get_model(app, model_name)
+def state_tables(state, labels, connection):
+    return {state_table(state, app, name, connection) for (app, name), model in state.models.items()
+            if app in labels and model.options.get("managed", True) and not model.options.get("proxy")}
 
-        try:
-            if isinstance(op, ops.CreateModel):
-                new = model(after, op.name)
-                if should_exist(new, self.alias):
-                    items = self.model_items(new)
-                else:
-                    note = "unmanaged, proxy or routed elsewhere: nothing in the database"
-            elif isinstance(op, ops.DeleteModel):
-                old = model(before, op.name)
-                items = [self.table_absent(old._meta.db_table, "table")] if should_exist(old, self.alias) else []
-            elif isinstance(op, ops.AddField):
-                new = model(after, op.model_name)
-                items = self.field_items(new, new._meta.get_field(op.name)) if should_exist(new, self.alias) else []
-            elif isinstance(op, ops.RemoveField):
-                old = model(before, op.model_name)
-                field = old._meta.get_field(op.name)
-                if should_exist(old, self.alias):
-                    if field.many_to_many and field.remote_field.through._meta.auto_created:
-                        items = [self.table_absent(field.remote_field.through._meta.db_table, "many-to-many table")]
-                    elif field.column is not None:
-                        items = [self.column_absent(old._meta.db_table, field.column)]
-            elif isinstance(op, ops.RenameField):
-                old, new = model(before, op.model_name), model(after, op.model_name)
-                old_field, new_field = old._meta.get_field(op.old_name), new._meta.get_field(op.new_name)
-                if old_field.column == new_field.column or not should_exist(new, self.alias):
-                    note = "the column name does not change"
-                else:
-                    items = [self.column_absent(new._meta.db_table, old_field.column),
-                             self.column_present(new._meta.db_table, new_field)]
-            elif isinstance(op, ops.AlterField):
-                old, new = model(before, op.model_name), model(after, op.model_name)
-                if should_exist(new, self.alias):
-                    items, note = self.alter_field_items(old, new, old._meta.get_field(op.name),
-                                                         new._meta.get_field(op.name))
-            elif isinstance(op, (ops.RenameModel, ops.AlterModelTable)):
-                old_name = op.old_name if isinstance(op, ops.RenameModel) else op.name
-                new_name = op.new_name if isinstance(op, ops.RenameModel) else op.name
-                old, new = model(before, old_name), model(after, new_name)
-                if old._meta.db_table == new._meta.db_table or not should_exist(new, self.alias):
-                    note = "the table name does not change"
-                else:
-                    items = [self.table_absent(old._meta.db_table, "table"),
-                             self.table_present(new._meta.db_table, "table")]
-            elif isinstance(op, ops.AddIndex):
-                items = [self.name_present(model(after, op.model_name)._meta.db_table, op.index.name, "index")]
-            elif isinstance(op, ops.RemoveIndex):
-                items = [self.name_absent(model(before, op.model_name)._meta.db_table, op.name, "index")]
-            elif isinstance(op, ops.RenameIndex):
-                table = model(after, op.model_name)._meta.db_table
-                items = [self.name_present(table, op.new_name, "index")]
-                if op.old_name:
-                    items.append(self.name_absent(table, op.old_name, "index"))
-            elif isinstance(op, ops.AddConstraint):
-                items = [self.name_present(model(after, op.model_name)._meta.db_table, op.constraint.name,
-                                           "constraint")]
-            elif isinstance(op, ops.RemoveConstraint):
-                items = [self.name_absent(model(before, op.model_name)._meta.db_table, op.name, "constraint")]
-            elif isinstance(op, ops.AlterUniqueTogether):
-                new, old = model(after, op.name), model(before, op.name)
-                items = self.together_items(new, old, new._meta.unique_together, old._meta.unique_together)
-            elif isinstance(op, (ops.AlterModelOptions, ops.AlterModelManagers)):
-                note = "changes Python state only"
-            elif isinstance(op, ops.RunSQL) and op.sql in ("", [], ()):
-                note = "RunSQL.noop"
-            elif isinstance(op, ops.RunPython) and op.code is ops.RunPython.noop:
-                note = "RunPython.noop"
-            elif isinstance(op, ops.SeparateDatabaseAndState) and not op.database_operations:
-                note = "changes Python state only"
-            else:
-                items = [self.item(f"operation {name}", None,
-                                   f"{name} cannot be proven from the schema: {result['describe']}"
-                                   + (" (runs code or SQL that may change data)"
-                                      if isinstance(op, (ops.RunPython, ops.RunSQL)) else ""))]
-        except LookupError as exc:
-            items = [self.item(f"operation {name}", None,
-                               f"{name}: cannot resolve the model in the migration state: {exc}")]
-        result["checks"], result["note"] = items, note
-        result["status"] = status_of(items)
-        return result
+
+def column_of(name, field):
+    if field.db_column:
+        return field.db_column
+    return f"{name}_id" if getattr(field, "many_to_one", False) or getattr(field, "one_to_one", False) else name
+
+
+def created_names(connection, key, migration, state):
+    """Return [(operation, kind, table, name)] of what `migrate` would create; moves `state` past the migration."""
+    from django.db.backends.utils import truncate_name
+    from django.db.migrations import operations as ops
+
+    app, limit = key[0], connection.ops.max_name_length()
+    found = []
+    for op in migration.operations:
+        for inner in flat_operations([op]):
+            table = None
+            if isinstance(inner, ops.CreateModel):
+                table = inner.options.get("db_table") or default_table(app, inner.name, connection)
+                found.append((inner, "table", table, table))
+                for name, field in inner.fields:
+                    if field.many_to_many and getattr(field.remote_field, "through", None) is None:
+                        through = field.db_table or truncate_name(f"{table}_{name}", limit)
+                        found.append((inner, "table", through, through))
+            elif isinstance(inner, (ops.AddField, ops.RenameField, ops.AddIndex, ops.AddConstraint,
+                                    ops.RenameIndex)):
+                table = state_table(state, app, inner.model_name, connection)
+            if isinstance(inner, ops.AddField):
+                if not inner.field.many_to_many:
+                    found.append((inner, "column", table, column_of(inner.name, inner.field)))
+                elif getattr(inner.field.remote_field, "through", None) is None:
+                    through = inner.field.db_table or truncate_name(f"{table}_{inner.name}", limit)
+                    found.append((inner, "table", through, through))
+            elif isinstance(inner, ops.RenameField):
+                model = state.models.get((app, inner.model_name_lower))
+                field = model.fields.get(inner.old_name) if model is not None else None
+                if field is not None and not field.db_column and not field.many_to_many:
+                    found.append((inner, "column", table, column_of(inner.new_name, field)))
+            elif isinstance(inner, ops.RenameModel):
+                model = state.models.get((app, inner.old_name_lower))
+                if model is not None and not model.options.get("db_table"):
+                    new = default_table(app, inner.new_name, connection)
+                    found.append((inner, "table", new, new))
+            elif isinstance(inner, ops.AlterModelTable) and inner.table:
+                found.append((inner, "table", inner.table, inner.table))
+            elif isinstance(inner, ops.AddIndex) and inner.index.name:
+                found.append((inner, "index", table, inner.index.name))
+            elif isinstance(inner, ops.RenameIndex):
+                found.append((inner, "index", table, inner.new_name))
+            elif isinstance(inner, ops.AddConstraint):
+                found.append((inner, "constraint", table, inner.constraint.name))
+        op.state_forwards(app, state)
+    return found
+
+
+def created_by(loader, connection, order, keys):
+    """Return {key: created_names} for these migrations, from one pass over the graph."""
+    from django.db.migrations.state import ProjectState
+
+    graph, wanted, names = loader.graph, set(keys), {}
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    for key in sorted(related(graph, wanted, "parents"), key=order.__getitem__):
+        if key in wanted:
+            names[key] = created_names(connection, key, graph.nodes[key], state)
+        else:
+            state = graph.nodes[key].mutate_state(state, preserve=False)
+    return names
+
+
+def exists(tables, kind, table, name):
+    info = tables.get(table)
+    if info is None:
+        return False
+    if kind == "table":
+        return True
+    if kind == "column":
+        return name in info["columns"]
+    return name in {i["name"] for i in info["indexes"]} | {c["name"] for c in info["constraints"]}
+
+
+def compare_state(loader, connection, alias, tables, order, claimed, labels):
+    """Compare the live tables of the apps `labels` with the state after the migrations `claimed`.
+
+    Returns ({app: [problems]}, with an empty list where the app matches; the unrendered state; an error
+    text when Django cannot build that state).
+    """
+    state = state_of(loader, order, claimed)
+    try:
+        models = describe_models(state.apps.get_models(include_auto_created=True), connection, alias, labels)
+    except Exception as exc:
+        return {app: [] for app in labels}, state, f"cannot build Django's migration state: {type(exc).__name__}: {exc}"
+    problems = {app: [] for app in labels}
+    for problem in schema_problems(models, tables, strict=True, expects=EXPECTS):
+        problems.setdefault(problem["app"], []).append(problem)
+    return problems, state, None
+
+
+def item(subject, ok, message, problem=None):
+    return {"subject": subject, "ok": ok, "message": message,
+            "problem": problem if ok is False else ("cannot-prove" if ok is None else None)}
 
 
 def status_of(items):
@@ -664,6 +661,151 @@ def status_of(items):
     if any(i["ok"] is None for i in items):
         return "cannot-prove"
     return "proven" if items else "no-op"
+
+
+def operation_entry(op, checks):
+    return {"type": type(op).__name__, "describe": operation_text(op), "checks": checks, "note": None,
+            "status": status_of(checks) if checks else "no-op"}
+
+
+def judge(loader, tables, key, created, app_problems, error, proven_schema):
+    """Return one migration's result: proven by the state comparison, or what exists of what it creates."""
+    graph = loader.graph
+    migration = graph.nodes[key]
+    effect = effect_of(migration)
+    label, name = key_text(key), key[0]
+    later = related(graph, [key], "children") - {key}
+    operations = []
+
+    def created_checks(only_existing):
+        for op, kind, table, what in created:
+            subject = f"table {table}" if kind == "table" else f"{kind} {table}.{what}"
+            if exists(tables, kind, table, what):
+                operations.append(operation_entry(op, [item(subject, True, f"{subject} exists")]))
+            elif not only_existing:
+                operations.append(operation_entry(op, [item(subject, False, f"{subject} does not exist",
+                                                             "missing")]))
+
+    if error is None and not app_problems and (effect != "data" or later & proven_schema):
+        # Evidence: what it creates that is there; a later migration may have renamed or dropped the rest.
+        created_checks(only_existing=True)
+        why = ("a migration that depends on it is proven" if effect == "data" else
+               f"the live tables of app {name} match Django's migration state with {label}")
+        operations.append({"type": "State", "describe": "Django's migration state", "note": None,
+                           "status": "proven", "checks": [item(f"state of {name}", True, why)]})
+    elif effect == "data":
+        code = [op for op in flat_operations(migration.operations) if type(op).__name__ in ("RunPython", "RunSQL")]
+        why = (f"{label} only runs code ({'; '.join(operation_text(op) for op in code)[:200]}), which leaves no "
+               "trace in the schema, and no proven migration depends on it")
+        operations.append(operation_entry(code[0], [item(f"operation {type(code[0]).__name__}", None, why)]))
+    else:
+        created_checks(only_existing=False)
+        first = (app_problems or [{"message": error or "the schema differs"}])[0]["message"]
+        if not operations:
+            operations.append({"type": "State", "describe": "Django's migration state", "note": None,
+                               "status": "missing", "checks": [item(f"state of {name}", False,
+                                                                    f"not in the schema yet: {first}", "missing")]})
+        elif all(c["ok"] for o in operations for c in o["checks"]):
+            # Everything it creates is there, yet its app does not match the state with it.
+            operations.append({"type": "State", "describe": "Django's migration state", "note": None,
+                               "status": "differs", "checks": [item(f"state of {name}", False,
+                                                                    f"the live tables of app {name} differ from "
+                                                                    f"Django's migration state with {label}: {first}",
+                                                                    "differs")]})
+    parents = sorted(p.key for p in graph.node_map[key].parents)
+    checks = [c for o in operations for c in o["checks"]]
+    return {"requested": label, "migration": label, "app": key[0], "name": key[1],
+            "applied": key in loader.applied_migrations, "initial": is_initial(migration),
+            "replaces": [key_text(r) for r in migration.replaces], "effect": effect,
+            "dependencies": [key_text(p) for p in parents],
+            "unapplied_dependencies": [key_text(p) for p in parents if p not in loader.applied_migrations],
+            "operations": operations, "status": status_of(checks), "error": None,
+            "state_problems": [p["message"] for p in app_problems][:20]}
+
+
+def prove(loader, connection, alias, tables, order, candidates, recorded):
+    """Prove a batch of migrations against the state of everything recorded plus the batch: the one proof."""
+    graph = loader.graph
+    claimed = related(graph, recorded | set(candidates), "parents")
+    labels = {k[0] for k in candidates}
+    problems, state, error = compare_state(loader, connection, alias, tables, order, claimed, labels)
+    new = set(candidates) - recorded
+    if new and error is None:
+        # A table the batch deletes or renames must be gone, which comparing the tables that stay cannot see.
+        before = {k for k in claimed if not related(graph, [k], "parents") & new}
+        now = state_tables(state, labels, connection)
+        for app in labels:
+            for table in sorted(state_tables(state_of(loader, order, before), {app}, connection) - now):
+                if table in tables:
+                    problems.setdefault(app, []).append({"kind": "table-unexpected", "app": app, "table": table,
+                                                         "message": f"table {table} exists, {EXPECTS} it gone"})
+    proven_schema = {k for k in claimed if effect_of(graph.nodes[k]) == "schema"
+                     and (k in recorded or (error is None and not problems.get(k[0])))}
+    created = created_by(loader, connection, order, candidates)
+    return [judge(loader, tables, key, created[key], problems.get(key[0], []), error, proven_schema)
+            for key in candidates]
+
+
+def infer(loader, connection, alias, tables, order):
+    """Find, per app, the latest unapplied migration whose state the live schema matches; judge all of them.
+
+    With history rows lost (a restored dump, a DELETE) the schema is the only witness. Each app starts with
+    all its unapplied migrations claimed; an app whose tables do not match gives back its last schema change,
+    and the comparison is made again (all apps in one state, so cross-app dependencies stay consistent).
+    """
+    graph = loader.graph
+    recorded = {k for k in loader.applied_migrations if k in graph.nodes}
+    unapplied = sorted((k for k in graph.nodes if k not in recorded), key=order.__getitem__)
+    if not unapplied:
+        return []
+    by_app = {}
+    for key in unapplied:
+        by_app.setdefault(key[0], []).append(key)
+    effects = {k: effect_of(graph.nodes[k]) for k in unapplied}
+    taken = {app: len(keys) for app, keys in by_app.items()}
+    settled = set()
+    for _ in range(MAX_INFER_ROUNDS):
+        chosen = {k for app, keys in by_app.items() for k in keys[:taken[app]]}
+        # A migration whose unapplied dependency is not chosen cannot be claimed either.
+        chosen = {k for k in chosen if related(graph, [k], "parents") - recorded <= chosen}
+        for app, keys in by_app.items():
+            taken[app] = next((i for i, k in enumerate(keys) if k not in chosen), len(keys))
+        problems, _, error = compare_state(loader, connection, alias, tables, order, recorded | chosen,
+                                           set(by_app) - settled)
+        if error:
+            break
+        moved = False
+        for app in set(by_app) - settled:
+            if not problems.get(app):
+                settled.add(app)
+                continue
+            keys = by_app[app]
+            # Give back the last schema change taken (and whatever follows it).
+            schema_at = [i for i in range(taken[app]) if effects[keys[i]] == "schema"]
+            if schema_at:
+                taken[app], moved = schema_at[-1], True
+            else:
+                settled.add(app)
+        if not moved:
+            break
+    chosen = {k for app, keys in by_app.items() for k in keys[:taken[app]]}
+    chosen = {k for k in chosen if related(graph, [k], "parents") - recorded <= chosen}
+    results = prove(loader, connection, alias, tables, order, sorted(chosen, key=order.__getitem__), recorded)
+    rest = [k for k in unapplied if k not in chosen]
+    if rest:
+        # What was not claimed is judged against the state the schema does match.
+        rest_results = prove(loader, connection, alias, tables, order, rest, recorded | chosen)
+        for result in rest_results:
+            if result["status"] == "proven":
+                # Its app matches with it, but a migration it depends on is not proven: not safe to record.
+                waits = [d for d in result["unapplied_dependencies"] if tuple(d.split(".", 1)) not in chosen]
+                check = item(f"state of {result['app']}", False, "in the schema, but it depends on "
+                             f"{', '.join(waits) or 'a migration'} that the schema does not prove", "differs")
+                result["status"] = "differs"
+                result["operations"] = [{"type": "State", "describe": "Django's migration state", "note": None,
+                                         "status": "differs", "checks": [check]}]
+        results += rest_results
+    return sorted(results, key=lambda r: order[(r["app"], r["name"])])
 
 
 def resolve(loader, text):
@@ -685,17 +827,12 @@ def resolve(loader, text):
     return key
 
 
-def graph_order(graph):
-    """Return {key: position} in an order that puts every migration after its dependencies."""
-    order = {}
-    for leaf in sorted(graph.leaf_nodes()):
-        for key in graph.forwards_plan(leaf):
-            order.setdefault(key, len(order))
-    return order
-
-
 def fake_check(loader, connection, alias, tables, requested):
-    checker = Checker(connection, alias, tables)
+    """Judge the requested migrations (APP.NAME, or @unapplied for every migration without a row)."""
+    order = graph_order(loader.graph)
+    recorded = {k for k in loader.applied_migrations if k in loader.graph.nodes}
+    if UNAPPLIED in requested:
+        return infer(loader, connection, alias, tables, order)
     results, keys = [], []
     for text in requested:
         try:
@@ -703,29 +840,10 @@ def fake_check(loader, connection, alias, tables, requested):
         except ValueError as exc:
             results.append({"requested": text, "migration": None, "status": "unknown", "error": str(exc)})
             continue
-        if key not in [k for k, _ in keys]:
-            keys.append((key, text))
-    # In dependency order, so that a later migration's check can supersede an earlier one's.
-    order = graph_order(loader.graph)
-    for key, text in sorted(keys, key=lambda pair: order.get(pair[0], 0)):
-        migration = loader.graph.nodes[key]
-        state = loader.project_state(key, at_end=False)
-        operations = []
-        for op in migration.operations:
-            before = state.clone()
-            op.state_forwards(key[0], state)
-            operations.append(checker.operation(op, key[0], before, state))
-        items = [i for o in operations for i in o["checks"]]
-        parents = sorted(loader.graph.node_map[key].parents)
-        results.append({
-            "requested": text, "migration": key_text(key), "app": key[0], "name": key[1],
-            "applied": key in loader.applied_migrations, "initial": is_initial(migration),
-            "replaces": [key_text(r) for r in migration.replaces],
-            "dependencies": [key_text(p) for p in parents],
-            "unapplied_dependencies": [key_text(p) for p in parents if p not in loader.applied_migrations],
-            "operations": operations, "status": status_of(items) if items else "no-op", "error": None,
-        })
-    return results
+        if key not in keys:
+            keys.append(key)
+    keys.sort(key=order.__getitem__)
+    return results + (prove(loader, connection, alias, tables, order, keys, recorded) if keys else [])
 
 
 def add_missing_columns(loader, connection, tables, requested):
@@ -763,6 +881,85 @@ def add_missing_columns(loader, connection, tables, requested):
     return added
 
 
+def restore_schema(loader, connection, alias, tables, labels):
+    """Put back what the recorded migrations made and the live schema lost: tables, columns, their keys.
+
+    The target is Django's migration state after the recorded migrations, not the migration that first
+    made each piece: a real history altered it later. Everything is added by Django's own schema editor,
+    in one transaction, so a refusal or a failure leaves the schema as it was. Data of a dropped column is
+    not brought back: its rows get the field's default.
+    """
+    order = graph_order(loader.graph)
+    recorded = {k for k in loader.applied_migrations if k in loader.graph.nodes}
+    state = state_of(loader, order, recorded)
+    models = [m for m in state.apps.get_models(include_auto_created=True)
+              if m._meta.app_label in labels and should_exist(m, alias)]
+    restored, refusals, made = [], [], set()
+    with connection.schema_editor(atomic=True) as editor:
+        for model in models:
+            opts = model._meta
+            if opts.db_table in made:
+                continue
+            if opts.db_table not in tables:
+                editor.create_model(model)  # with its auto-created many-to-many tables
+                made.update([opts.db_table] + [f.remote_field.through._meta.db_table for f in opts.local_many_to_many
+                                               if f.remote_field.through._meta.auto_created])
+                restored.append(f"table {opts.db_table}")
+                continue
+            live = tables[opts.db_table]
+            added = []
+            for field in opts.local_fields:
+                if field.column is None or field.db_type(connection) is None or field.column in live["columns"]:
+                    continue
+                if not field.null and editor.effective_default(field) is None and has_rows(connection, opts.db_table):
+                    refusals.append(f"column {opts.db_table}.{field.column} is NOT NULL with no default and "
+                                    f"{opts.db_table} has rows: add it by hand with a value for them")
+                    continue
+                editor.add_field(model, field)
+                added.append(field.column)
+                restored.append(f"column {opts.db_table}.{field.column}")
+            if added:
+                restored += restore_keys(editor, model, set(added))
+        if refusals:
+            # Leave the schema as it was: the whole restore is one transaction.
+            raise RestoreRefused(refusals)
+    return restored
+
+
+class RestoreRefused(Exception):
+    def __init__(self, refusals):
+        super().__init__("; ".join(refusals))
+        self.refusals = refusals
+
+
+def has_rows(connection, table):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {connection.ops.quote_name(table)})")
+        return bool(cursor.fetchone()[0])
+
+
+def restore_keys(editor, model, added):
+    """Re-create the indexes and constraints over several columns that dropping one of them took away."""
+    opts, restored = model._meta, []
+
+    def touches(fields):
+        return any(opts.get_field(f.lstrip("-")).column in added for f in fields)
+
+    for fields in opts.unique_together:
+        if touches(fields):
+            editor.alter_unique_together(model, [], [fields])
+            restored.append(f"unique constraint on {opts.db_table}({', '.join(fields)})")
+    for index in opts.indexes:
+        if index.fields and touches(index.fields):
+            editor.add_index(model, index)
+            restored.append(f"index {index.name}")
+    for constraint in opts.constraints:
+        if getattr(constraint, "fields", None) and touches(constraint.fields):
+            editor.add_constraint(model, constraint)
+            restored.append(f"constraint {constraint.name}")
+    return restored
+
+
 def makemigrations_check(loader):
     """Return what `makemigrations --check --dry-run` would write, without its history check."""
     from django.apps import apps
@@ -781,13 +978,32 @@ def makemigrations_check(loader):
     return {"clean": not found and not conflicts, "changes": found, "conflicts": conflicts}
 
 
+def load_graph(loader_class, connection):
+    """Load the migration graph; a file Django cannot load is one line naming it (exit EXIT_GRAPH)."""
+    try:
+        return loader_class(connection, ignore_no_migrations=True)
+    except SyntaxError as exc:
+        fail(EXIT_GRAPH, f"migration file {exc.filename} cannot be loaded: SyntaxError: {exc.msg} (line {exc.lineno})")
+    except Exception as exc:
+        origin = getattr(exc, "origin", None)
+        where = ""
+        if origin is not None:
+            module = sys.modules.get(type(origin).__module__)
+            where = f"migration file {getattr(module, '__file__', None) or key_text(origin)}: "
+        text = " ".join(str(exc).split())
+        if type(exc).__name__ in ("NodeNotFoundError", "BadMigrationError", "CircularDependencyError",
+                                  "ImportError", "ModuleNotFoundError", "InconsistentMigrationHistory"):
+            fail(EXIT_GRAPH, f"{where}Django cannot load the migration graph: {type(exc).__name__}: {text}")
+        raise
+
+
 def inspect(args):
     django, connection = setup(args.manage, args.database)
     from django.db.migrations.loader import MigrationLoader
     from django.db.migrations.recorder import MigrationRecorder
 
     recorder = MigrationRecorder(connection)
-    loader = MigrationLoader(connection, ignore_no_migrations=True)
+    loader = load_graph(MigrationLoader, connection)
     history, problems = migrations_part(loader, recorder)
     document = {"format": FORMAT, "framework": "django", "django": django.get_version(),
                 "python": sys.version.split()[0], "settings": os.environ.get("DJANGO_SETTINGS_MODULE"),
@@ -800,14 +1016,19 @@ def inspect(args):
         problems += schema_problems(models, tables)
     document["problems"] = problems
     if args.fake_check:
-        requested = [n for part in args.fake_check for n in part.split(",") if n.strip()]
-        if UNAPPLIED in requested:
-            # Every migration without a history row, so `diagnose` needs one Django start, not two.
-            requested.remove(UNAPPLIED)
-            requested += [key_text(k) for k in sorted(loader.graph.nodes) if k not in loader.applied_migrations]
+        # @unapplied: every migration without a history row, inferred from the schema, so that `diagnose`
+        # needs one Django start, not two.
+        requested = [n.strip() for part in args.fake_check for n in part.split(",") if n.strip()]
         document["fake_check"] = fake_check(loader, connection, args.database, tables, requested)
     if args.makemigrations_check:
         document["makemigrations"] = makemigrations_check(loader)
+    if args.restore_schema:
+        labels = {n.strip() for part in args.restore_schema for n in part.split(",") if n.strip()}
+        try:
+            document["restored"] = restore_schema(loader, connection, args.database, live_schema(connection), labels)
+            document["restore_refused"] = []
+        except RestoreRefused as exc:
+            document["restored"], document["restore_refused"] = [], exc.refusals
     if args.add_missing_columns:
         names = [n for part in args.add_missing_columns for n in part.split(",") if n.strip()]
         document["added_columns"] = add_missing_columns(loader, connection, live_schema(connection), names)
@@ -822,6 +1043,7 @@ def main(argv):
     parser.add_argument("--fake-check", action="append", default=[])
     parser.add_argument("--makemigrations-check", action="store_true")
     parser.add_argument("--add-missing-columns", action="append", default=[])
+    parser.add_argument("--restore-schema", action="append", default=[])
     parser.add_argument("--no-schema", action="store_true")
     parser.add_argument("--compress", action="store_true")
     args = parser.parse_args(argv)

@@ -79,7 +79,7 @@ def test_safe_to_fake_leaves_out_a_migration_whose_unapplied_dependency_is_not_p
                      fake("a.0002_more", [TABLE_OK], ["a.0001_initial"], ["a.0001_initial"], initial=False),
                      fake("b.0001_initial", [TABLE_OK])])
     kinds = {f.kind: f for f in django_findings(found)}
-    assert kinds["safe-to-fake"].command == "runbook run fake-initial --var app=b --yes"
+    assert kinds["safe-to-fake"].command == "runbook run fake-migrations --var migrations=b.0001_initial --yes"
     assert kinds["safe-to-fake"].evidence == ["b.0001_initial: proven"]
 
 
@@ -102,10 +102,11 @@ def test_recorded_migration_whose_column_is_missing_is_named() -> None:
                    "field": "sku", "message": "column shop_product.sku (field shop.Product.sku) does not exist"}],
         fake_checks=[fake("shop.0003_later", [check("table t", False, "table t does not exist", "missing")])])
     kinds = {f.kind: f for f in django_findings(found)}
-    # Named even though shop.0003 is not applied: the app need not be fully applied.
-    assert kinds["recorded-not-run"].command == ("runbook run rerun-migrations --var "
-                                                 "migrations=shop.0002_product_sku --yes")
-    assert django_findings(found)[0].kind == "recorded-not-run"
+    # Named even though shop.0003 is not applied: the app need not be fully applied. The column is put back
+    # from the recorded state: running 0002 again would not do in a history that altered the column later.
+    assert kinds["schema-lost"].command == "runbook run restore-schema --var apps=shop --yes"
+    assert kinds["schema-lost"].evidence == ["column shop_product.sku (field shop.Product.sku) does not exist"]
+    assert django_findings(found)[0].kind == "schema-lost"
 
 
 def test_orphan_rows_with_a_migration_standing_in_get_fake_conflict() -> None:
@@ -204,10 +205,9 @@ def test_only_rows_without_a_file_may_be_forgotten() -> None:
 def test_a_dependant_that_must_run_again_names_the_foreign_key_it_moves() -> None:
     from runbook.django_repair import repointed_keys
 
-    moved = fake_check("cc.0002", True, [(
-        "foreign key cc_contact.customer_id", False,
-        "foreign key cc_contact.customer_id -> customer_customer.id does not exist; it references auth_user.id",
-        "differs")])
+    moved = fake_check("cc.0002", True, [("state of cc", False, "the live tables of app cc differ", "differs")])
+    moved.state_problems = ["foreign key cc_contact(customer_id) -> customer_customer(id) does not exist "
+                            "(field cc.Contact.customer); it references auth_user(id)"]
     proven = fake_check("cat.0003", True, [("column p.barcode", True, "column p.barcode exists", None)])
     assert repointed_keys([moved, proven]) == [("cc.0002", "cc_contact", "customer_id", "customer_customer", "id")]
 

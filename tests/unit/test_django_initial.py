@@ -63,14 +63,15 @@ def test_a_partly_present_migration_refuses_the_whole_plan() -> None:
     assert plan.as_data()["needed"] is False
 
 
-def test_code_migrations_are_recorded_or_refused_as_asked() -> None:
+def test_a_data_migration_nothing_proven_needs_is_recorded_only_when_accepted() -> None:
     nodes = [_node("auth.0011_update", initial=False)]
     checked = _found(*nodes, fake=[_fake("auth.0011_update", ("RunPython", [_check("operation RunPython", None)]),
                                          initial=False)])
-    plan = plan_fake_initial(_found(*nodes), checked, None)
+    plan = plan_fake_initial(_found(*nodes), checked, None, ["auth.0011_update"])
     assert plan.record == ["auth.0011_update"] and plan.unproven_code
-    refused = plan_fake_initial(_found(*nodes), checked, None, "refuse")
-    assert not refused.record and "code_migrations=refuse" in refused.refusals[0]
+    refused = plan_fake_initial(_found(*nodes), checked, None)
+    assert not refused.record and not refused.apply
+    assert "pass --var data_migrations=auth.0011_update" in refused.refusals[0]
 
 
 def test_an_app_limits_the_plan_to_it_and_its_unapplied_ancestors() -> None:
