@@ -100,8 +100,9 @@ def plan_fake_initial(found: django.Inspection, checked: django.Inspection | Non
                                      f"{key}'s own changes are already there or partly there")
         elif status in ("proven", "nothing to check in the schema"):
             plan.record.append(key)
-            plan.reasons[key] = ("record: " + ("its tables, columns and keys exist" if status == "proven"
-                                               else "it changes nothing the schema holds")
+            plan.reasons[key] = ("record: " + ("it only runs code, and a migration that depends on it is proven"
+                                               if fc.effect == "data" else "its tables, columns and keys exist"
+                                               if status == "proven" else "it changes nothing the schema holds")
                                  + ("" if fc.initial else " (not initial: running it again would fail)"))
         elif status == "cannot prove" and _only_code_unproven(fc) and key in accepted:
             plan.record.append(key)
