@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the single local image used by both test services (`db` and `backend` in compose.test.yml):
-# Debian bookworm + PostgreSQL 15 + a Python venv (/opt/venv) with Django 5.2, Alembic, SQLAlchemy 2
-# and psycopg 3.
+# Debian bookworm + PostgreSQL 15 + a Python venv (/opt/venv) with Django 5.2, Alembic, SQLAlchemy 2,
+# psycopg 3, and Wagtail, django-oscar and django-allauth for the corpus project.
 #
 # No container registry is reachable on the test machines, so the image is made from scratch:
 #   debootstrap (Debian mirror from this machine's apt sources) -> pip install in a chroot
@@ -22,7 +22,14 @@ IMAGE=runbook-test
 SUITE=bookworm                      # PostgreSQL 15, Python 3.11
 PG_MAJOR=15
 VENV=/opt/venv
-PY_PACKAGES=('Django>=5.2,<5.3' 'alembic>=1.13' 'SQLAlchemy>=2' 'psycopg[binary]>=3.1')
+PY_PACKAGES=('Django>=5.2,<5.3' 'alembic>=1.13' 'SQLAlchemy>=2' 'psycopg[binary]>=3.1'
+             # The real-world corpus (tests/projects/corpus): hundreds of third-party migrations, squashed
+             # ones, data migrations. django-haystack (oscar's search) is pinned: its newest wheel
+             # (3.2.dev0, which pip would pick) imports django.utils.datetime_safe, gone since Django 5.0;
+             # 3.3.0 works with 5.2 but is published as an sdist only (pure Python, built by pip).
+             'wagtail==8.0.1' 'django-oscar==4.2.1' 'django-allauth==65.22.1' 'django-haystack==3.3.0')
+# Wheels only, except these pure-Python packages that publish no wheel of the pinned version.
+PIP_SDIST_ONLY=django-haystack
 # Depends only (debootstrap does not follow Recommends). python3-venv brings ensurepip, so the venv
 # gets its own pip without python3-pip; procps for `ps` when debugging a container.
 DEB_PACKAGES=postgresql-$PG_MAJOR,postgresql-client-$PG_MAJOR,python3,python3-venv,ca-certificates,procps
@@ -211,7 +218,7 @@ in_chroot() {
         chroot "$ROOTFS" "$@"
 }
 in_chroot python3 -m venv "$VENV"
-in_chroot "$VENV/bin/pip" install --quiet --only-binary=:all: "${PY_PACKAGES[@]}"
+in_chroot "$VENV/bin/pip" install --quiet --only-binary=:all: --no-binary="$PIP_SDIST_ONLY" "${PY_PACKAGES[@]}"
 in_chroot "$VENV/bin/python" -c 'import django, alembic, sqlalchemy, psycopg; print("venv: Django", django.get_version(), "| alembic", alembic.__version__, "| SQLAlchemy", sqlalchemy.__version__, "| psycopg", psycopg.__version__)' >&2
 umount "$ROOTFS/proc"
 rm -f "$ROOTFS/tmp/host-ca.crt"
