@@ -346,13 +346,16 @@ def model_keys(model, connection):
 
     keys, opts = [], model._meta
     for field in opts.local_fields:
-        if field.column is None or field.primary_key:
+        if field.column is None:
             continue
         why = f"field {opts.label}.{field.name}"
         if field.remote_field is not None and getattr(field, "db_constraint", False):
+            # A primary key can be a foreign key too: multi-table inheritance (page_ptr), one-to-one keys.
             target = field.target_field
             keys.append({"kind": "foreign key", "columns": [field.column], "field": field.name, "why": why,
                          "references": [target.model._meta.db_table, [target.column]]})
+        if field.primary_key:
+            continue
         if field.unique:
             keys.append({"kind": "unique", "columns": [field.column], "field": field.name, "why": why + " unique"})
         elif field.db_index:
@@ -694,10 +697,13 @@ def judge(loader, tables, key, created, app_problems, error, proven_schema):
         operations.append({"type": "State", "describe": "Django's migration state", "note": None,
                            "status": "proven", "checks": [item(f"state of {name}", True, why)]})
     elif effect == "data":
-        code = [op for op in flat_operations(migration.operations) if type(op).__name__ in ("RunPython", "RunSQL")]
+        from django.db.migrations.operations import RunPython, RunSQL
+
+        code = [op for op in flat_operations(migration.operations) if isinstance(op, (RunPython, RunSQL))]
         why = (f"{label} only runs code ({'; '.join(operation_text(op) for op in code)[:200]}), which leaves no "
                "trace in the schema, and no proven migration depends on it")
-        operations.append(operation_entry(code[0], [item(f"operation {type(code[0]).__name__}", None, why)]))
+        kind = "RunSQL" if isinstance(code[0], RunSQL) else "RunPython"
+        operations.append({**operation_entry(code[0], [item(f"operation {kind}", None, why)]), "type": kind})
     else:
         created_checks(only_existing=False)
         first = (app_problems or [{"message": error or "the schema differs"}])[0]["message"]
