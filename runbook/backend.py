@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # One argv string may be at most 128 KiB on Linux (MAX_ARG_STRLEN); stay well below.
 MAX_SOURCE = 100_000
 # Exit codes the scripts use (see their docstrings).
-EXIT_CANNOT_START, EXIT_DATABASE, EXIT_NOT_IMPORTABLE, EXIT_NO_PROJECT = 2, 3, 5, 7
+EXIT_CANNOT_START, EXIT_DATABASE, EXIT_NOT_IMPORTABLE, EXIT_GRAPH, EXIT_NO_PROJECT = 2, 3, 5, 6, 7
 MARKER = "RUNBOOK-ANSWER:"
 
 
@@ -108,6 +108,9 @@ def script_error(result: ExecResult, what: str, python: str) -> Exception:
     if result.exit_code == EXIT_NOT_IMPORTABLE:
         return EnvironmentNotReady(f"{what}: {why}",
                                    hint="set backend.manage in runbook.yml to the python that runs the app")
+    if result.exit_code == EXIT_GRAPH:
+        return EnvironmentNotReady(f"{what}: {why}",
+                                   hint="fix or restore that migration file (Django itself cannot load the graph)")
     if result.exit_code == EXIT_DATABASE:
         return EnvironmentNotReady(f"{what}: {why}", hint="is the db service up and the backend's settings right?")
     return StepFailed(f"{what} failed (exit {result.exit_code}): {why}")

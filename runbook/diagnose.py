@@ -124,8 +124,11 @@ def django_findings(found: django.Inspection) -> list[Finding]:
     proven = [k for k, fc in checks.items() if django.effective_status(fc) in PROVEN]
     data = [k for k, fc in checks.items() if fc.unproven_data]
     partial = {k: fc for k, fc in checks.items() if _partial(fc)}
-    # Keys another finding already covers (the conflict's app, the migration standing in for an orphan).
+    # Keys another finding already covers (fix-history's missing dependencies, the conflict's app, the
+    # migration standing in for an orphan).
     covered = {k for k in checks if k.split(".")[0] in found.conflicts}
+    if history:
+        covered.update(django.missing_ancestors(nodes))
     orphans = found.problems_of(("no-file",))
     by_app: dict[str, list[django.Problem]] = {}
     for p in orphans:

@@ -345,6 +345,20 @@ def delete_rows(ctx: RunContext, names: list[str]) -> list[str]:
     return sorted({f"{a}.{n}" for a, n in rows})
 
 
+def missing_ancestors(nodes: dict[str, MigrationNode]) -> list[str]:
+    """Return unapplied migrations that some applied migration depends on, directly or not."""
+    missing: set[str] = set()
+    stack = [dep for node in nodes.values() if node.applied for dep in node.dependencies]
+    while stack:
+        key = stack.pop()
+        node = nodes.get(key)
+        if node is None or node.applied or key in missing:
+            continue
+        missing.add(key)
+        stack.extend(node.dependencies)
+    return [k for k in graph_order(nodes) if k in missing]
+
+
 def graph_order(nodes: dict[str, MigrationNode]) -> list[str]:
     """Return migration keys with every dependency before its dependants (stable by name)."""
     ordered: list[str] = []

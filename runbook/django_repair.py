@@ -42,20 +42,6 @@ class HistoryRepair:
                 "apply": self.apply, "blockers": self.blockers, "reasons": self.reasons, "partial": self.partial}
 
 
-def missing_ancestors(nodes: dict[str, django.MigrationNode]) -> list[str]:
-    """Return unapplied migrations that some applied migration depends on, directly or not."""
-    missing: set[str] = set()
-    stack = [dep for node in nodes.values() if node.applied for dep in node.dependencies]
-    while stack:
-        key = stack.pop()
-        node = nodes.get(key)
-        if node is None or node.applied or key in missing:
-            continue
-        missing.add(key)
-        stack.extend(node.dependencies)
-    return [k for k in django.graph_order(nodes) if k in missing]
-
-
 def applied_dependants(nodes: dict[str, django.MigrationNode], targets: list[str]) -> list[str]:
     """Return applied migrations that depend, directly or not, on any of targets."""
     children: dict[str, set[str]] = {}
@@ -78,7 +64,7 @@ def plan_history_repair(found: django.Inspection, checked: django.Inspection | N
     if not repair.needed:
         return repair
     nodes = {n.key: n for n in found.migrations}
-    missing = missing_ancestors(nodes)
+    missing = django.missing_ancestors(nodes)
     checks = {fc.migration: fc for fc in (checked.fake_checks if checked else []) if fc.migration}
     django.settle(list(checks.values()))
     for key in missing:
@@ -154,7 +140,7 @@ def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         found = checked = ctx.inspection
     else:
         found = django.inspect(ctx, schema=False)
-        missing = missing_ancestors({n.key: n for n in found.migrations})
+        missing = django.missing_ancestors({n.key: n for n in found.migrations})
         checked = django.inspect(ctx, fake=missing, schema=False) if missing else None
     repair = plan_history_repair(found, checked)
     refusals = [f"{key} is only partly in the schema ({repair.reasons[key]}): neither recording nor applying it "

@@ -349,3 +349,32 @@ def test_missing_unique_index_and_foreign_key_are_schema_problems() -> None:
     assert problems[2]["message"] == ("unique constraint on customer_contact_customercontact(phone) does not "
                                       "exist (field phone unique)")
     assert set(django.SCHEMA_KINDS) >= {p["kind"] for p in problems}
+
+
+def test_the_state_proof_is_strict_about_what_the_live_table_has_beyond_the_state() -> None:
+    # The state proof compares whole tables: an extra column, unique constraint or foreign key means the
+    # live table is not the one the state describes (a RemoveField or AlterField that did not run).
+    table = _keyed_table(
+        [{"name": "any", "columns": ["customer_id"], "unique": False, "primary": False},
+         {"name": "x", "columns": ["phone", "note"], "unique": True, "primary": False},
+         {"name": "extra_like", "columns": ["note"], "unique": False, "primary": False},
+         {"name": "extra_unique", "columns": ["email"], "unique": True, "primary": False}],
+        [{"name": "u", "type": "unique", "columns": ["phone"]},
+         {"name": "fk", "type": "foreign key", "columns": ["customer_id"], "references": ["customer_customer", ["id"]]},
+         {"name": "fk2", "type": "foreign key", "columns": ["owner_id"], "references": ["auth_user", ["id"]]}])
+    table["customer_contact_customercontact"]["columns"] = {"left_over": {"type": "text", "null": True}}
+    assert inspect_script.schema_problems([KEYED], table) == []  # the models' check tolerates what is extra
+    strict = inspect_script.schema_problems([KEYED], table, strict=True, expects="the state expects")
+    assert [p["kind"] for p in strict] == ["unique-unexpected", "foreign-key-unexpected", "column-unexpected"]
+    assert strict[2]["message"] == ("column customer_contact_customercontact.left_over exists, the state expects "
+                                    "no such column")
+    # A plain index beyond the state (PostgreSQL's _like index, a hand-made one) changes nothing it proves.
+    assert not [p for p in strict if "extra_like" in p["message"] or "(note)" in p["message"]]
+
+
+def test_check_constraints_are_matched_by_name_or_by_their_column() -> None:
+    table = {"columns": {}, "indexes": [], "constraints": [
+        {"name": "t_qty_check", "type": "check", "columns": ["qty"]},
+        {"name": "named_rule", "type": "check", "columns": ["a", "b"]}]}
+    assert inspect_script.has_check(table, None, ["qty"]) and inspect_script.has_check(table, "named_rule", [])
+    assert not inspect_script.has_check(table, None, ["price"]) and not inspect_script.has_check(table, "gone", [])
