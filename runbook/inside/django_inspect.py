@@ -713,7 +713,8 @@ def judge(loader, tables, key, created, app_problems, error, proven_schema):
                                                                     f"not in the schema yet: {first}", "missing")]})
         elif all(c["ok"] for o in operations for c in o["checks"]):
             # Everything it creates is there, yet its app does not match the state with it: say each difference.
-            checks = [item(f"state of {p['table']}.{p.get('column') or ''}", False, p["message"], "differs")
+            checks = [item(f"state of {p['table']}.{p.get('column') or ''}", False, p["message"],
+                           "missing" if p["kind"].endswith("-missing") else "differs")
                       for p in app_problems[:12]] or [item(f"state of {name}", False, first, "differs")]
             operations.append({"type": "State", "describe": f"the live tables of app {name} against Django's "
                                f"migration state with {label}", "note": None, "status": "differs",

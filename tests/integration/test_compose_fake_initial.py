@@ -107,7 +107,7 @@ def test_fake_initial_refuses_a_table_missing_a_column_and_changes_nothing(shop_
     error = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
     assert len(error) == 1, proc.stderr
     assert ("customer.0001_initial: partly in the schema, neither recorded nor applied: column "
-            "customer_customer.created does not exist") in proc.stdout
+            "customer_customer.created (field customer.Customer.created) does not exist") in proc.stdout
     assert _state_without("customer_customer") == state  # catalog's proven rows were not recorded either
 
 
@@ -198,10 +198,10 @@ def test_diagnose_names_the_fake_and_its_line_repairs(shop_stack: Path, runbook_
     assert found.returncode == 3, found.stdout + found.stderr
     [finding] = json.loads(found.stdout)["findings"]
     assert finding["kind"] == "safe-to-fake"
-    # customer_contact.0002 is not an initial migration: --fake-initial would run it; the guarded fake proves it.
-    assert finding["command"] == (
-        "runbook run fake-migrations --var migrations=customer.0001_initial,customer_contact.0001_initial,"
-        "customer_contact.0002_alter_customercontact_customer --yes")
+    # customer_contact.0002 is not an initial migration: `migrate --fake-initial` would run it; runbook's
+    # fake-initial proves it from the state like the others.
+    assert finding["command"] == "runbook run fake-initial --yes"
+    assert "customer_contact.0002_alter_customercontact_customer: proven" in finding["evidence"]
     proc = run_cli(runbook_cli, shop_stack, *shlex.split(finding["command"])[1:])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _state() == (rows_before, data_before)

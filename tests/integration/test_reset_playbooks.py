@@ -295,6 +295,21 @@ def test_reset_all_regenerates_local_apps_only(clean: Path, runbook_cli: list[st
     assert [s["status"] for s in steps] == ["ok"] + ["skipped"] * 5
 
 
+def test_reset_all_on_a_healthy_site_has_nothing_to_do_even_with_run_before(clean: Path,
+                                                                          runbook_cli: list[str]) -> None:
+    # Seen on a real project: a healthy site was refused (exit 2) over a run_before dependency, while the
+    # playbook promises to say "nothing to do" and change nothing when files and history agree.
+    initial = clean / "app" / "core" / "migrations" / "0001_initial.py"
+    initial.write_text(initial.read_text().replace(
+        "    dependencies = [", '    run_before = [("sessions", "0001_initial")]\n\n    dependencies = [', 1))
+    files, data_before, history_before = _files(clean, "core"), _data(), _history()
+    proc = run_cli(runbook_cli, clean, "run", "reset-all-migrations", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nothing to do: the migration files and the history of these apps agree" in proc.stdout
+    assert _files(clean, "core") == files and "run_before" in initial.read_text()
+    assert _data() == data_before and _history() == history_before
+
+
 def test_reset_all_refuses_a_third_party_app(clean: Path, runbook_cli: list[str]) -> None:
     proc = run_cli(runbook_cli, clean, "run", "reset-all-migrations", "--yes", "--var", "apps=contacts,taggit")
     assert proc.returncode == 2, proc.stdout + proc.stderr
