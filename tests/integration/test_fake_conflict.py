@@ -167,12 +167,12 @@ def test_missing_column_refuses_and_changes_nothing(clean: Path, runbook_cli: li
     proc = run_cli(runbook_cli, clean, "run", "fake-conflict", "--var", "app=healthcare",
                    "--var", "migration=0003_billing_alter", "--yes")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "column billings.notes does not exist" in proc.stdout + proc.stderr
+    assert "column billings.notes (field healthcare.Billing.notes) does not exist" in proc.stdout + proc.stderr
     assert _rows() == rows_before
     assert _data() == data_before
     report = _report(clean)
     assert report["status"] == "failed"
-    assert "column billings.notes does not exist" in report["error"]
+    assert "column billings.notes (field healthcare.Billing.notes) does not exist" in report["error"]
     assert [s["status"] for s in report["steps"]][:3] == ["ok", "skipped", "failed"]
 
 
