@@ -8,7 +8,6 @@ history rows are the ones a real `migrate` wrote, and the content rows are uncha
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 
@@ -92,6 +91,11 @@ CASES = {
 }
 
 
+# The playbook each break calls for: the one whose proof fits the state.
+PLAYBOOKS = {"every-row-deleted": "fake-initial", "mid-chain-row": "fix-history", "last-rows": "fake-initial",
+             "dropped-column": "restore-schema"}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_diagnose_line_repairs_a_real_history(corpus, runbook_cli: list[str], case: str) -> None:
     settings, directory = corpus.settings, corpus.directory
@@ -99,23 +103,20 @@ def test_the_diagnose_line_repairs_a_real_history(corpus, runbook_cli: list[str]
     history, content = _history(settings), content_fingerprint(settings)
     _sql(settings, *CASES[case])
 
-    found = run_cli(runbook_cli, directory, "diagnose", "--json")
+    found = run_cli(runbook_cli, directory, "diagnose")
     assert found.returncode == 3, found.stdout + found.stderr
-    findings = json.loads(found.stdout)["findings"]
+    lines = found.stdout.splitlines()
     # One finding, one line: a second line would mean the first does not repair the stack.
-    assert [f["command"] is not None for f in findings] == [True], findings
-    human = run_cli(runbook_cli, directory, "diagnose")
-    lines = human.stdout.splitlines()
-    printed = lines[lines.index("to repair, run (the most serious first):") + 1]
-    assert printed == findings[0]["command"], human.stdout
+    [printed] = [line for line in lines[lines.index("to repair, run (the most serious first):") + 1:] if line]
 
     argv = shlex.split(printed)
-    assert argv[:2] == ["runbook", "run"]
+    kind = case if case in PLAYBOOKS else case.split("-", 1)[1]  # wagtail-mid-chain-row -> mid-chain-row
+    assert argv[:3] == ["runbook", "run", PLAYBOOKS[kind]], printed
     proc = run_cli(runbook_cli, directory, *argv[1:])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    healthy = run_cli(runbook_cli, directory, "diagnose", "--json")
-    assert healthy.returncode == 0 and json.loads(healthy.stdout)["findings"] == [], healthy.stdout
+    healthy = run_cli(runbook_cli, directory, "diagnose")
+    assert healthy.returncode == 0 and healthy.stdout.startswith("healthy: no finding"), healthy.stdout
     manage(corpus.project, "migrate", "--check", "--noinput")
     manage(corpus.project, "makemigrations", "--check", "--dry-run", "--noinput")
     assert _history(settings) == history  # the rows Django itself writes, squashes and replaced ones alike

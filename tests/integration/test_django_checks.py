@@ -298,6 +298,31 @@ def test_django_that_cannot_start_fails_the_check_with_its_reason(shop, tmp_path
     assert "Django cannot start (shop.settings): RuntimeError: settings are broken here" in text
 
 
+@pytest.mark.parametrize(("broken", "reason"), [
+    ("from django.db import migrations\n\nclass Migration(migrations.Migration)\n    operations = []\n",
+     "SyntaxError"),
+    ("from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
+     "    dependencies = [('catalog', '0009_never_written')]\n    operations = []\n",
+     "NodeNotFoundError"),
+])
+def test_a_migration_file_django_cannot_load_is_one_line_exit_4(shop, runbook_cli: list[str], broken: str,
+                                                                reason: str) -> None:
+    project, db = shop
+    path = project / "catalog" / "migrations" / "0003_broken.py"
+    path.write_text(broken)
+    rows = _rows(db)
+    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1", "COLUMNS": "200"}
+    for command in (["diagnose"], ["run", "fix-history", "--yes"]):
+        proc = subprocess.run([*runbook_cli, *command], cwd=project, env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=300)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+        [error] = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
+        assert reason in error and "0003_broken.py" in error, error
+        assert "fix or restore that migration file" in error
+    assert _rows(db) == rows
+
+
 def test_missing_interpreter_is_environment_not_ready(shop, tmp_path: Path, runbook_cli: list[str]) -> None:
     project, db = shop
     config = yaml.safe_load((project / "runbook.yml").read_text())
