@@ -230,3 +230,43 @@ def test_a_proven_migration_waiting_on_a_partial_one_is_completed_with_it() -> N
     [finding] = django_findings(found)
     assert finding.kind == "partly-applied"
     assert finding.command == "runbook run complete-migrations --var migrations=c.0001_initial,c.0002_fk --yes"
+
+
+def _data_check(key: str, deps: list[str] | None = None) -> dict[str, Any]:
+    entry = fake(key, [check("operation RunPython", None, f"{key} only runs code")], deps, initial=False)
+    entry["operations"][0]["type"], entry["effect"] = "RunPython", "data"
+    return entry
+
+
+def test_rows_lost_everywhere_get_one_fake_initial_line_naming_the_data_migration_it_records() -> None:
+    found = inspection(
+        [migration("a", "0001_initial", [], False), migration("a", "0002_fill", ["a.0001_initial"], False),
+         migration("b", "0001_initial", [], False)],
+        fake_checks=[fake("a.0001_initial", [TABLE_OK]), _data_check("a.0002_fill", ["a.0001_initial"]),
+                     fake("b.0001_initial", [check("table b", False, "table b does not exist", "missing")])])
+    [finding] = django_findings(found)
+    # One line for all of it: fake-initial records what is proven, the named data migration, and applies b.
+    assert finding.command == "runbook run fake-initial --var data_migrations=a.0002_fill --yes"
+    assert "a.0002_fill: cannot prove: a.0002_fill only runs code; the line records it as run" in finding.evidence
+    assert "b.0001_initial: not in the schema yet; the line applies it" in finding.evidence
+    assert "drop it from data_migrations" in finding.advice
+
+
+def test_a_lone_data_migration_without_a_row_is_named_with_the_var_that_accepts_it() -> None:
+    found = inspection([migration("a", "0001_initial", [], True), migration("a", "0002_fill", ["a.0001_initial"],
+                                                                            False)],
+                       fake_checks=[_data_check("a.0002_fill", ["a.0001_initial"])])
+    [finding] = django_findings(found)
+    assert (finding.kind, finding.command) == ("data-unproven",
+                                               "runbook run fake-initial --var data_migrations=a.0002_fill --yes")
+
+
+def test_what_waits_on_a_partial_migration_is_completed_with_it() -> None:
+    found = inspection(
+        [migration("c", "0001_initial", [], False), migration("c", "0002_alter", ["c.0001_initial"], False)],
+        fake_checks=[fake("c.0001_initial", [TABLE_OK, check("state of c.note", False, "column c.note missing",
+                                                             "missing")]),
+                     fake("c.0002_alter", [check("state of c", False, "not in the schema yet", "missing")],
+                          ["c.0001_initial"], ["c.0001_initial"], initial=False)])
+    [finding] = django_findings(found)
+    assert finding.command == "runbook run complete-migrations --var migrations=c.0001_initial,c.0002_alter --yes"
