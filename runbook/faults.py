@@ -2,7 +2,7 @@
 
 With `RUNBOOK_TEST_PAUSE_AT=<event>` (events: `steps`, `after-step-N`, `delete-file-N`, `write-file-N`)
 the run writes `RUNBOOK_TEST_PAUSE_MARKER` when it reaches the event and sleeps until a signal arrives
-(at most a minute). Without the variable nothing here does anything.
+or the test deletes the marker (at most a minute). Without the variable nothing here does anything.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def pause_at(event: str) -> None:
         with open(marker, "w", encoding="utf-8") as handle:
             handle.write(f"{os.getpid()} {event}\n")
     deadline = time.monotonic() + LONGEST_PAUSE
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (not marker or os.path.exists(marker)):
         time.sleep(0.05)
 
 
