@@ -252,8 +252,12 @@ class Progress:
     On a terminal, a live status line shows the running step below its output.
     """
 
-    def __init__(self, quiet_output: bool = False, live: bool | None = None):
+    def __init__(self, quiet_output: bool = False, live: bool | None = None, redactor: Any = None):
+        from runbook.redact import Redactor
+
         self.quiet_output = quiet_output
+        # The run fills it with its secrets as it learns them; every line printed here goes through it.
+        self.redactor = redactor if redactor is not None else Redactor()
         # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
         self.partial = {"stdout": "", "stderr": ""}
         self.role = "step"
@@ -267,6 +271,9 @@ class Progress:
         self._status = Live(_RunningStep(data), console=console, refresh_per_second=4, transient=True)
         self._status.start()
 
+    def _masked(self, text: str) -> str:
+        return escape(self.redactor.text(text))
+
     def close(self) -> None:
         """Take the live status line away (the step ended, or the run stopped mid-step)."""
         if self._status is not None:
@@ -276,12 +283,11 @@ class Progress:
     def _print_output(self, stream: str, text: str) -> None:
         style = "dim" if stream == "stdout" else "yellow"
         for line in text.splitlines():
-            console.print(f"   | {escape(line)}", style=style)
+            console.print(f"   | {self._masked(line)}", style=style)
 
-    @staticmethod
-    def _header(data: dict[str, Any]) -> None:
+    def _header(self, data: dict[str, Any]) -> None:
         step = data["step"]
-        console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
+        console.print(self._masked(f"-> {data['role']} {data['number']}/{data['total']} "
                              f"[{step.service or step.kind}] {step.name}"))
 
     def _flush(self) -> None:
@@ -294,10 +300,10 @@ class Progress:
         if kind == "stage":
             console.print(f"[bold]== {data['name']}[/bold]")
         elif kind == "note":
-            console.print(f"   {escape(data['text'])}")
+            console.print(f"   {self._masked(data['text'])}")
         elif kind == "warning":
             self._flush()
-            console.print(f"   [yellow]warning: {escape(data['text'])}[/yellow]")
+            console.print(f"   [yellow]warning: {self._masked(data['text'])}[/yellow]")
         elif kind == "step-start":
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]
@@ -322,9 +328,9 @@ class Progress:
                 self._header(data)
             mark = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "skipped"}.get(
                 step.status, step.status)
-            console.print(f"   {mark} ({step.duration:.2f} s){' ' + escape(step.note) if step.note else ''}")
+            console.print(f"   {mark} ({step.duration:.2f} s){' ' + self._masked(step.note) if step.note else ''}")
             for problem in step.problems:
-                console.print(f"   [red]- {escape(problem)}[/red]")
+                console.print(f"   [red]- {self._masked(problem)}[/red]")
 
 
 def _confirm(question: str) -> bool:
@@ -380,15 +386,18 @@ def run(
         from runbook.rehearsal import real_run_command
 
         real_command = real_run_command(sys.argv[1:], the_plan.destructive)
-    progress = Progress(quiet_output=quiet)
+    from runbook.redact import Redactor
+
+    redactor = Redactor()
+    progress = Progress(quiet_output=quiet, redactor=redactor)
     try:
         result, report_path = execute(config, the_plan, state.options, on_event=progress,
                                       rollback_on_failure=rollback_on_failure, rehearse=rehearse,
-                                      real_command=real_command)
+                                      real_command=real_command, redactor=redactor)
     finally:
         progress.close()
     console.print()
-    for line in summary_lines(result):
+    for line in summary_lines(result, redactor):
         console.print(escape(line))
     copy_failed = False
     if report_path is not None:
@@ -398,9 +407,9 @@ def run(
     # After "nothing to do" there is no real run to suggest.
     if rehearse and result.exit_code == 0 and any(step.status != "skipped" for step in result.steps):
         console.print("the real run:")
-        console.print(f"  {escape(real_command)}", style="bold")
+        console.print(f"  {escape(redactor.text(real_command))}", style="bold")
     if result.exit_code:
-        err_console.print(f"runbook: error: {escape(result.error or result.status)}")
+        err_console.print(f"runbook: error: {escape(redactor.text(result.error or result.status))}")
         state.interrupted = False  # said in the line above
         raise typer.Exit(result.exit_code)
     if copy_failed:

@@ -83,7 +83,8 @@ def build_redactor(config: Config, target: Target, variables: dict[str, Any], pl
 
 class Executor:
     def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None,
-                 rollback_on_failure: bool = False, rehearse: bool = False, real_command: str = ""):
+                 rollback_on_failure: bool = False, rehearse: bool = False, real_command: str = "",
+                 redactor: Redactor | None = None):
         self.config = config
         self.target = target
         self.rollback_on_failure = rollback_on_failure
@@ -93,7 +94,8 @@ class Executor:
                                        real_command)
         self._manifest: dict[str, Any] | None = None
         self.on_event = on_event or (lambda kind, data: None)
-        self.redactor = Redactor()
+        # Shared with the caller: the console masks its own lines with the secrets learned here.
+        self.redactor = redactor if redactor is not None else Redactor()
         # None until the history was read: an empty history before is still worth comparing with after.
         self.history_before: dict[str, list[list[Any]]] | None = None
         # What lies outside the data tables before the first step: put back if the run does not succeed.
@@ -105,7 +107,11 @@ class Executor:
     def run(self, plan: Plan) -> tuple[RunResult, Path | None]:
         """Run the plan end to end and write the report; return the result and the report path."""
         started = time.monotonic()
-        self.redactor = build_redactor(self.config, self.target, plan.variables, plan)
+        for secret in build_redactor(self.config, self.target, plan.variables, plan).secrets:
+            self.redactor.add(secret)
+        if self.rehearsal is not None:
+            # `--var superuser_password=...` is in the command line: the real command shows it masked.
+            self.rehearsal.facts["real_command"] = self.redactor.text(self.rehearsal.facts.get("real_command", ""))
         result = RunResult(
             playbook=plan.playbook.name,
             description=plan.playbook.summary(),

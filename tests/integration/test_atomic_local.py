@@ -136,3 +136,36 @@ def test_a_signal_at_a_step_boundary_puts_history_and_files_back(tmp_path, fresh
     assert "Traceback" not in stdout + stderr
     _, data = _report(project)
     assert data["status"] == "interrupted" and data["putback"]["status"] == "put back"
+
+
+SECRETIVE = """\
+name: secretive
+description: A destructive playbook with a secret variable.
+destructive: true
+variables:
+  superuser_password: {type: str, default: "", secret: true}
+snapshot: {database: true, history: true}
+steps:
+  - name: say it
+    run: [echo, "the password is {{ superuser_password }}"]
+"""
+SECRET = "Sup3r-Secret-Value-42"
+
+
+def test_a_rehearsal_shows_the_real_command_with_the_secret_masked(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db)
+    (project / "secretive.yml").write_text(SECRETIVE)
+    config = yaml.safe_load((project / "runbook.yml").read_text())
+    config["backend"] = {"env": {"DB_NAME": fresh_db["dbname"]}}
+    (project / "runbook.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([*runbook_cli, "run", "secretive.yml", "--rehearse", "--var",
+                           f"superuser_password={SECRET}"], cwd=project, env=_env(fresh_db),
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    real = lines[lines.index("the real run:") + 1].strip()
+    assert real.startswith("runbook run secretive.yml --var superuser_password=") and real.endswith("--yes")
+    assert "******" in real
+    for path in (project / ".runbook" / "reports").glob("*"):
+        assert SECRET not in path.read_text()
