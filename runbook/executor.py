@@ -248,6 +248,8 @@ class Executor:
         if self.rehearsal is not None and self._manifest is not None:
             self._emit("stage", name="rehearsal copy")
             ctx = self.rehearsal.enter(ctx, self._manifest)
+            # Before any step: the backend itself must say it talks to the copy.
+            self.rehearsal.prove(ctx, plan.playbook.framework)
             self.files.follow(ctx.target, ctx.config)
 
         if self.rehearsal is None:

@@ -184,3 +184,55 @@ def test_db_killed_during_a_step_puts_the_files_back(stack, runbook_cli, tmp_pat
         wait_for_stack(stack, DB)
     after = _state(stack)
     assert after["history"] == before["history"] and after["data"] == before["data"]
+
+
+# ---- a rehearsal proves the backend talks to the copy before any step ----
+
+def _rehearse(runbook_cli: list[str], stack: Path, playbook: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "RUNBOOK_TRACEBACK"}
+    env.update(NO_COLOR="1", COLUMNS="250")
+    return subprocess.run([*runbook_cli, "run", playbook, "--rehearse"], cwd=stack, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def _pending_world() -> None:
+    _recreate("shop")
+    manage(PROJECT, "migrate", "auth", "--noinput")
+
+
+@pytest.mark.parametrize("playbook", ["fix-history", "apply-migrations"])
+def test_rehearsal_refuses_when_settings_name_the_database(stack, runbook_cli, playbook) -> None:
+    if playbook == "fix-history":
+        _start(stack, "fix")
+    else:
+        _start(stack, "reset")
+        _pending_world()
+    settings = stack / "app" / "shop" / "settings.py"
+    settings.write_text(settings.read_text().replace('os.environ.get("DB_NAME", "shop")', '"shop"'))
+    before = _state(stack)
+    with psycopg.connect(**DB) as conn:
+        schema = conn.execute("SELECT table_name, column_name FROM information_schema.columns"
+                              " WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()
+    proc = _rehearse(runbook_cli, stack, playbook)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("runbook: error: the rehearsal would not stay on its copy: under the rehearsal's "
+                           "environment the backend connects to database 'shop' at 127.0.0.1:")
+    assert "backend.database_env" in line and "DJANGO_SETTINGS_MODULE" in line
+    assert _state(stack) == before
+    with psycopg.connect(**DB) as conn:
+        assert conn.execute("SELECT table_name, column_name FROM information_schema.columns"
+                            " WHERE table_schema = 'public' ORDER BY 1, 2").fetchall() == schema
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'shop_rehearsal_%'").fetchone()[0] == 0
+    report = _report(stack)
+    assert report["status"] == "refused" and all(s["status"] == "not-run" for s in report["steps"])
+
+
+def test_rehearsal_proves_the_backend_uses_the_copy(stack, runbook_cli) -> None:
+    _start(stack, "reset")
+    _pending_world()
+    before = _state(stack)
+    proc = _rehearse(runbook_cli, stack, "apply-migrations")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "proven: the backend connects to shop_rehearsal_" in proc.stdout
+    assert _state(stack) == before
