@@ -478,25 +478,33 @@ def restore(
     snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="Snapshot id, as `runbook snapshots` lists it.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the database and migration files are "
                                                           "replaced by the snapshot.")] = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Restore only these parts, comma-separated: database, history, files. "
+                       "`--only history,files` puts back the history rows and migration files, no data.")] = None,
 ) -> None:
     """Put a snapshot back: database, migration files; then check them against its manifest."""
     from runbook.engine import load_project_config, make_target
     from runbook.errors import Refused, VerifyFailed
-    from runbook.restore import restore_now
+    from runbook.restore import parse_only, restore_now
     from runbook.snapshot import load_manifest, summary
 
+    parts = parse_only(only)
     config = load_project_config(state.options)
     _, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
+    whole = "database" in parts
+    what = "the database and migration files" if whole else " and ".join(
+        {"history": "the history rows", "files": "the migration files"}[p] for p in ("history", "files") if p in parts)
     if not yes:
         if not sys.stdin.isatty():
-            raise Refused(f"restoring snapshot {snapshot_id} replaces the database and there is no terminal "
+            raise Refused(f"restoring snapshot {snapshot_id} replaces {what} and there is no terminal "
                           "to confirm", hint="pass --yes to restore it")
         for key, value in summary(manifest).items():
             console.print(escape(f"  {key}: {value}"))
-        if not _confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
-                        "Everything written since is lost"):
+        if not _confirm(f"Replace {what} with snapshot {snapshot_id}? "
+                        + ("Everything written since is lost" if whole else "The data rows are not touched")):
             raise Refused("not confirmed; nothing was restored")
-    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note)
+    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note,
+                          only=parts)
     for note in outcome.notes:
         console.print(f"   note: {escape(note)}")
     console.print(escape(f"restored: {'; '.join(outcome.restored) or 'nothing'}"))
@@ -506,7 +514,10 @@ def restore(
         raise VerifyFailed(f"snapshot {snapshot_id} was restored but differs from its manifest: "
                            f"{len(outcome.problems)} problem(s)")
     console.print(escape(f"checked: {'; '.join(outcome.checked)}"))
-    console.print(f"the data is back as of snapshot {escape(snapshot_id)}")
+    if whole:
+        console.print(f"the data is back as of snapshot {escape(snapshot_id)}")
+    else:
+        console.print(escape(f"{what} are back as of snapshot {snapshot_id}; the data rows were not touched"))
 
 
 def main() -> None:

@@ -169,3 +169,35 @@ def test_a_rehearsal_shows_the_real_command_with_the_secret_masked(tmp_path, fre
     assert "******" in real
     for path in (project / ".runbook" / "reports").glob("*"):
         assert SECRET not in path.read_text()
+
+
+def test_failed_verification_keeps_the_changes_and_restore_only_puts_history_and_files_back(
+        tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db, database=True, exit_code=0)
+    with (project / "breaks.yml").open("a") as handle:
+        handle.write("verify:\n  - name: never holds\n    run: [sh, -c, 'exit 1']\n")
+    before = _state(project, fresh_db)
+    proc = subprocess.run([*runbook_cli, "run", "breaks.yml"], cwd=project, env=_env(fresh_db),
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    changed = _state(project, fresh_db)
+    assert changed["files"] != before["files"] and len(changed["history"]) == 1  # the steps' changes stay
+    _, data = _report(project)
+    snapshot_id = data["snapshot"]["id"]
+    hint = f"runbook restore {snapshot_id} --only history,files"
+    assert hint in proc.stdout and not data["putback"]
+
+    proc = subprocess.run([*runbook_cli, "restore", snapshot_id, "--only", "history,files", "--yes"], cwd=project,
+                          env=_env(fresh_db), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = _state(project, fresh_db)
+    assert after["files"] == before["files"]
+    # The snapshot holds (app, name): the rows come back under new ids; the row never deleted keeps its own.
+    assert sorted((a, n) for _, a, n, _ in after["history"]) == sorted((a, n) for _, a, n, _ in before["history"])
+    assert before["history"][2] in after["history"]
+    assert after["things"] == ["kept", "added by the step"] and after["made"]  # the data was not touched
+    assert "the data rows were not touched" in proc.stdout
+
+    proc = subprocess.run([*runbook_cli, "restore", snapshot_id, "--only", "history,nonsense", "--yes"],
+                          cwd=project, env=_env(fresh_db), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("runbook: error: --only takes database,")
