@@ -201,3 +201,35 @@ def test_failed_verification_keeps_the_changes_and_restore_only_puts_history_and
     proc = subprocess.run([*runbook_cli, "restore", snapshot_id, "--only", "history,nonsense", "--yes"],
                           cwd=project, env=_env(fresh_db), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("runbook: error: --only takes database,")
+
+
+def test_a_reconnection_takes_the_advisory_lock_again_or_fails(fresh_db):
+    from runbook.database import ADVISORY_LOCK, Database
+    from runbook.errors import EnvironmentNotReady, LockHeld
+    from runbook.targets.base import DatabaseSettings
+
+    db = Database(DatabaseSettings(host=fresh_db["host"], port=fresh_db["port"], user=fresh_db["user"],
+                                   password=fresh_db["password"], dbname=fresh_db["dbname"]))
+    db.lock_run()
+    with psycopg.connect(**fresh_db, autocommit=True) as other:
+        def take() -> bool:
+            deadline = time.monotonic() + 10
+            while not other.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_LOCK).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+            return True
+
+        other.execute("SELECT pg_terminate_backend(%s)", (db.query("SELECT pg_backend_pid()")[1][0][0],))
+        with pytest.raises(EnvironmentNotReady):
+            db.query("SELECT 1")  # the statement that finds its session gone
+        db.query("SELECT 1")  # a new session, which took the lock again before this statement
+        assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_LOCK).fetchone()[0] is False
+
+        other.execute("SELECT pg_terminate_backend(%s)", (db.query("SELECT pg_backend_pid()")[1][0][0],))
+        assert take()  # someone else holds it now: the run must stop rather than go on unlocked
+        with pytest.raises(EnvironmentNotReady):
+            db.query("SELECT 1")
+        with pytest.raises(LockHeld):
+            db.query("SELECT 1")
+    db.close()
