@@ -356,7 +356,8 @@ def run(
     report: Annotated[Path | None, typer.Option(help="Also copy the Markdown report here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo command output.")] = False,
     rollback_on_failure: Annotated[bool, typer.Option(
-        "--rollback-on-failure", help="When a step or a check fails, restore the snapshot at once.")] = False,
+        "--rollback-on-failure", help="When the run does not succeed, restore the whole snapshot, data too: "
+                                      "writes made since the snapshot are lost.")] = False,
     rehearse: Annotated[bool, typer.Option(
         "--rehearse", help="Run it all on a throwaway copy of the database and files; change nothing real.")] = False,
 ) -> None:

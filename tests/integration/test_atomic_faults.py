@@ -236,3 +236,29 @@ def test_rehearsal_proves_the_backend_uses_the_copy(stack, runbook_cli) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "proven: the backend connects to shop_rehearsal_" in proc.stdout
     assert _state(stack) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_fix_history_stopped_while_migrate_runs_puts_history_back(stack, runbook_cli, sig) -> None:
+    """No pause: the signal arrives while step 3's real `migrate` runs in the backend, as a person's Ctrl-C."""
+    _start(stack, "fix")
+    before = _state(stack)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "RUNBOOK_TRACEBACK"}
+    env.update(NO_COLOR="1", COLUMNS="200")
+    proc = subprocess.Popen([*runbook_cli, "run", *FIX], cwd=stack, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("-> step 3/4"):
+            break
+    else:
+        pytest.fail("step 3 never started:\n" + "".join(seen[-40:]))
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, "".join(seen)[-2000:] + out[-3000:] + err
+    after = _state(stack)
+    assert after["files"] == before["files"] and after["history"] == before["history"], out[-3000:]
+    assert _report(stack)["putback"]["status"] == "put back"

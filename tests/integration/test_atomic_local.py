@@ -233,3 +233,21 @@ def test_a_reconnection_takes_the_advisory_lock_again_or_fails(fresh_db):
         with pytest.raises(LockHeld):
             db.query("SELECT 1")
     db.close()
+
+
+def test_a_signal_with_rollback_on_failure_restores_the_data_too(tmp_path, fresh_db, runbook_cli):
+    project = _project(tmp_path, fresh_db, database=True)
+    before = _state(project, fresh_db)
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen([*runbook_cli, "run", "breaks.yml", "--rollback-on-failure"], cwd=project,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(fresh_db, RUNBOOK_TEST_PAUSE_AT="after-step-3",
+                                     RUNBOOK_TEST_PAUSE_MARKER=str(marker)))
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert _state(project, fresh_db) == before  # the data too: the step's row and table are gone
+    assert "every write made since the snapshot is gone" in stdout
