@@ -251,3 +251,66 @@ def test_a_signal_with_rollback_on_failure_restores_the_data_too(tmp_path, fresh
     assert proc.returncode == 130, stdout + stderr
     assert _state(project, fresh_db) == before  # the data too: the step's row and table are gone
     assert "every write made since the snapshot is gone" in stdout
+
+
+def test_the_psql_path_holds_its_lock_in_one_long_lived_session(tmp_path, fresh_db, monkeypatch):
+    from runbook.config import Config
+    from runbook.database import ADVISORY_LOCK, Database
+    from runbook.errors import LockHeld
+    from runbook.psql import PsqlDatabase
+    from runbook.targets.base import DatabaseSettings
+    from runbook.targets.local import LocalTarget
+
+    # The local target runs `psql` on this host: PGHOST/PGPORT point it at the test cluster.
+    monkeypatch.setenv("PGHOST", str(fresh_db["host"]))
+    monkeypatch.setenv("PGPORT", str(fresh_db["port"]))
+    settings = DatabaseSettings(host=fresh_db["host"], port=fresh_db["port"], user=fresh_db["user"],
+                                password=fresh_db["password"], dbname=fresh_db["dbname"], via="psql-in-container")
+    target = LocalTarget(Config(project_dir=tmp_path))
+    first = PsqlDatabase(target, settings)
+    first.lock_run()
+    try:
+        with psycopg.connect(**fresh_db, autocommit=True) as other:
+            # Held between statements, by a session of its own.
+            assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_LOCK).fetchone()[0] is False
+        with pytest.raises(LockHeld) as info:
+            PsqlDatabase(target, settings).lock_run()
+        assert "runbook lock " in str(info.value)
+        plain = Database(settings)
+        with pytest.raises(LockHeld):
+            plain.lock_run()
+        plain.close()
+        assert first.query("SELECT 1")[1] == [[1]]
+    finally:
+        first.close()
+    second = PsqlDatabase(target, settings)
+    second.lock_run()  # released with the first one's session
+    second.close()
+
+
+def test_the_psql_lock_ends_when_the_run_is_killed(tmp_path, fresh_db):
+    import sys
+
+    from runbook.database import ADVISORY_LOCK
+
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+from runbook.config import Config
+from runbook.psql import PsqlDatabase
+from runbook.targets.base import DatabaseSettings
+from runbook.targets.local import LocalTarget
+settings = DatabaseSettings(host={fresh_db['host']!r}, port={fresh_db['port']}, user={fresh_db['user']!r},
+                            password={fresh_db['password']!r}, dbname={fresh_db['dbname']!r}, via="psql-in-container")
+PsqlDatabase(LocalTarget(Config(project_dir=Path({str(tmp_path)!r}))), settings).lock_run()
+print("locked", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    env = {**os.environ, "PGHOST": str(fresh_db["host"]), "PGPORT": str(fresh_db["port"])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "locked" and proc.returncode == -signal.SIGKILL, proc.stderr
+    with psycopg.connect(**fresh_db, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_LOCK).fetchone()[0]:
+            assert time.monotonic() < deadline, "the lock outlived the killed run"
+            time.sleep(0.1)
