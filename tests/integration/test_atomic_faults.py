@@ -134,6 +134,22 @@ def test_reset_all_migrations_stopped_changes_nothing(stack, runbook_cli, tmp_pa
     assert "put back as before the run" in out
 
 
+# squash-reset of catalog (0001, 0002 -> a new 0001_initial): 5 steps; step 2 deletes and regenerates files.
+# One signal per point, alternating: both reach the same handler, and the other playbooks take both at each.
+SQUASH_CASES = [(point, [signal.SIGINT, signal.SIGTERM][i % 2]) for i, point in enumerate(
+    ["steps", *(f"after-step-{n}" for n in range(1, 6)), "delete-file-1", "delete-file-2"])]
+
+
+@pytest.mark.parametrize(("point", "sig"), SQUASH_CASES, ids=[f"{p}-{s.name}" for p, s in SQUASH_CASES])
+def test_squash_reset_stopped_changes_nothing(stack, runbook_cli, tmp_path, point, sig) -> None:
+    _start(stack, "reset")
+    before = _state(stack)
+    out, err, report = _stop_at(stack, runbook_cli, tmp_path, ["squash-reset", "--yes", "--var", "app=catalog"],
+                                point, sig)
+    assert _state(stack) == before, out[-3000:]
+    assert report["status"] == "interrupted" and report["putback"]["status"] == "put back", report["putback"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("point", FIX_POINTS)
 def test_fix_history_stopped_puts_history_back(stack, runbook_cli, tmp_path, point, sig) -> None:
