@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from diagnosis import table_rows
 from psycopg import sql
 from stack import REPO, db_settings, reset_app, running_stack, service_container
@@ -29,9 +30,18 @@ DB_PORT = 25701
 DB = db_settings(DB_PORT, "leadgen")
 ADMIN = db_settings(DB_PORT, "postgres")
 TEMPLATE = "atomic_tpl_leadgen"
+
+
+def _boundaries(playbook: str) -> list[str]:
+    """Every step boundary of the built-in playbook as it is now: before the first step and after each."""
+    steps = yaml.safe_load((REPO / "playbooks" / f"{playbook}.yml").read_text())["steps"]
+    return ["steps", *(f"after-step-{n}" for n in range(1, len(steps) + 1))]
+
+
+# linearize rewrites a version file's down_revision (write-file-1); merge-heads has `alembic merge` write one.
 POINTS = {
-    "alembic-linearize": ["steps", *(f"after-step-{n}" for n in range(1, 5)), "write-file-1"],
-    "alembic-merge-heads": ["steps", *(f"after-step-{n}" for n in range(1, 5))],
+    "alembic-linearize": [*_boundaries("alembic-linearize"), "write-file-1"],
+    "alembic-merge-heads": _boundaries("alembic-merge-heads"),
 }
 CASES = [(playbook, point) for playbook, points in POINTS.items() for point in points]
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from diagnosis import table_rows
 from psycopg import sql
-from stack import db_settings, manage, reset_app, running_stack, service_container, wait_for_stack
+from stack import REPO, db_settings, manage, reset_app, running_stack, service_container, wait_for_stack
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +35,26 @@ TEMPLATES = {"reset": "atomic_tpl_reset", "fix": "atomic_tpl_fix"}
 
 RESET = ["reset-all-migrations", "--yes", "--var", "force=true"]
 FIX = ["fix-history", "--yes"]
-# reset-all-migrations: 6 steps (the superuser step is skipped); step 2 deletes the migration files.
-RESET_POINTS = ["steps", *(f"after-step-{n}" for n in range(1, 7)), "delete-file-1", "delete-file-4"]
-# fix-history: 4 steps; step 3 applies customer.0001_initial for real.
-FIX_POINTS = ["steps", *(f"after-step-{n}" for n in range(1, 5))]
+
+
+def _steps(playbook: str) -> list[dict]:
+    return yaml.safe_load((REPO / "playbooks" / f"{playbook}.yml").read_text())["steps"]
+
+
+def _boundaries(playbook: str) -> list[str]:
+    """Every step boundary of the built-in playbook as it is now: before the first step and after each."""
+    return ["steps", *(f"after-step-{n}" for n in range(1, len(_steps(playbook)) + 1))]
+
+
+def _step_of(playbook: str, action: str) -> int:
+    return next(n for n, step in enumerate(_steps(playbook), 1) if step.get("action") == action)
+
+
+# reset-all-migrations: its regenerate step deletes the migration files (shop has 5 besides __init__.py).
+RESET_POINTS = [*_boundaries("reset-all-migrations"), "delete-file-1", "delete-file-4"]
+# fix-history: its apply-missing step applies customer.0001_initial for real.
+FIX_POINTS = _boundaries("fix-history")
+APPLY_STEP = _step_of("fix-history", "django.apply-missing")
 
 
 def _recreate(dbname: str, template: str | None = None) -> None:
@@ -137,7 +154,7 @@ def test_reset_all_migrations_stopped_changes_nothing(stack, runbook_cli, tmp_pa
 # squash-reset of catalog (0001, 0002 -> a new 0001_initial): 5 steps; step 2 deletes and regenerates files.
 # One signal per point, alternating: both reach the same handler, and the other playbooks take both at each.
 SQUASH_CASES = [(point, [signal.SIGINT, signal.SIGTERM][i % 2]) for i, point in enumerate(
-    ["steps", *(f"after-step-{n}" for n in range(1, 6)), "delete-file-1", "delete-file-2"])]
+    [*_boundaries("squash-reset"), "delete-file-1", "delete-file-2"])]
 
 
 @pytest.mark.parametrize(("point", "sig"), SQUASH_CASES, ids=[f"{p}-{s.name}" for p, s in SQUASH_CASES])
@@ -159,8 +176,8 @@ def test_fix_history_stopped_puts_history_back(stack, runbook_cli, tmp_path, poi
     after = _state(stack)
     assert after["files"] == before["files"] and after["history"] == before["history"], out[-3000:]
     assert report["putback"]["status"] == "put back", report["putback"]
-    applied = point in ("after-step-3", "after-step-4")
-    # Step 3 created customer_customer for real: it stays, empty, and the report says so.
+    applied = point.startswith("after-step-") and int(point.rsplit("-", 1)[1]) >= APPLY_STEP
+    # The apply-missing step created customer_customer for real: it stays, empty, and the report says so.
     assert set(after["data"]) - set(before["data"]) == ({"customer_customer"} if applied else set())
     # Django's post_migrate adds the new app's content type and permissions: rows a step wrote for real,
     # which stay (only --rollback-on-failure restores data). Every row there before is still there.
@@ -256,7 +273,7 @@ def test_rehearsal_proves_the_backend_uses_the_copy(stack, runbook_cli) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_fix_history_stopped_while_migrate_runs_puts_history_back(stack, runbook_cli, sig) -> None:
-    """No pause: the signal arrives while step 3's real `migrate` runs in the backend, as a person's Ctrl-C."""
+    """No pause: the signal arrives while the apply-missing step's real `migrate` runs, as a person's Ctrl-C."""
     _start(stack, "fix")
     before = _state(stack)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "RUNBOOK_TRACEBACK"}
@@ -267,10 +284,10 @@ def test_fix_history_stopped_while_migrate_runs_puts_history_back(stack, runbook
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("-> step 3/4"):
+        if line.startswith(f"-> step {APPLY_STEP}/"):
             break
     else:
-        pytest.fail("step 3 never started:\n" + "".join(seen[-40:]))
+        pytest.fail(f"step {APPLY_STEP} never started:\n" + "".join(seen[-40:]))
     time.sleep(0.3)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=180)
