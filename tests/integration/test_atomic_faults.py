@@ -167,6 +167,20 @@ def test_squash_reset_stopped_changes_nothing(stack, runbook_cli, tmp_path, poin
     assert report["status"] == "interrupted" and report["putback"]["status"] == "put back", report["putback"]
 
 
+FAKE_CASES = [(point, [signal.SIGTERM, signal.SIGINT][i % 2]) for i, point in enumerate(_boundaries("fake-initial"))]
+
+
+@pytest.mark.parametrize(("point", "sig"), FAKE_CASES, ids=[f"{p}-{s.name}" for p, s in FAKE_CASES])
+def test_fake_initial_stopped_puts_history_back(stack, runbook_cli, tmp_path, point, sig) -> None:
+    _start(stack, "reset")
+    with psycopg.connect(**DB) as conn:  # a restored dump without catalog's rows: its tables are there
+        conn.execute("DELETE FROM django_migrations WHERE app = 'catalog'")
+    before = _state(stack)
+    out, err, report = _stop_at(stack, runbook_cli, tmp_path, ["fake-initial", "--yes"], point, sig)
+    assert _state(stack) == before, out[-3000:]
+    assert report["status"] == "interrupted" and report["putback"]["status"] == "put back", report["putback"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("point", FIX_POINTS)
 def test_fix_history_stopped_puts_history_back(stack, runbook_cli, tmp_path, point, sig) -> None:
