@@ -252,8 +252,12 @@ class Progress:
     On a terminal, a live status line shows the running step below its output.
     """
 
-    def __init__(self, quiet_output: bool = False, live: bool | None = None):
+    def __init__(self, quiet_output: bool = False, live: bool | None = None, redactor: Any = None):
+        from runbook.redact import Redactor
+
         self.quiet_output = quiet_output
+        # The run fills it with its secrets as it learns them; every line printed here goes through it.
+        self.redactor = redactor if redactor is not None else Redactor()
         # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
         self.partial = {"stdout": "", "stderr": ""}
         self.role = "step"
@@ -267,6 +271,9 @@ class Progress:
         self._status = Live(_RunningStep(data), console=console, refresh_per_second=4, transient=True)
         self._status.start()
 
+    def _masked(self, text: str) -> str:
+        return escape(self.redactor.text(text))
+
     def close(self) -> None:
         """Take the live status line away (the step ended, or the run stopped mid-step)."""
         if self._status is not None:
@@ -276,12 +283,11 @@ class Progress:
     def _print_output(self, stream: str, text: str) -> None:
         style = "dim" if stream == "stdout" else "yellow"
         for line in text.splitlines():
-            console.print(f"   | {escape(line)}", style=style)
+            console.print(f"   | {self._masked(line)}", style=style)
 
-    @staticmethod
-    def _header(data: dict[str, Any]) -> None:
+    def _header(self, data: dict[str, Any]) -> None:
         step = data["step"]
-        console.print(escape(f"-> {data['role']} {data['number']}/{data['total']} "
+        console.print(self._masked(f"-> {data['role']} {data['number']}/{data['total']} "
                              f"[{step.service or step.kind}] {step.name}"))
 
     def _flush(self) -> None:
@@ -294,10 +300,10 @@ class Progress:
         if kind == "stage":
             console.print(f"[bold]== {data['name']}[/bold]")
         elif kind == "note":
-            console.print(f"   {escape(data['text'])}")
+            console.print(f"   {self._masked(data['text'])}")
         elif kind == "warning":
             self._flush()
-            console.print(f"   [yellow]warning: {escape(data['text'])}[/yellow]")
+            console.print(f"   [yellow]warning: {self._masked(data['text'])}[/yellow]")
         elif kind == "step-start":
             # A check's output is evidence for the report; the console shows only its verdict.
             self.role = data["role"]
@@ -322,9 +328,9 @@ class Progress:
                 self._header(data)
             mark = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "skipped"}.get(
                 step.status, step.status)
-            console.print(f"   {mark} ({step.duration:.2f} s){' ' + escape(step.note) if step.note else ''}")
+            console.print(f"   {mark} ({step.duration:.2f} s){' ' + self._masked(step.note) if step.note else ''}")
             for problem in step.problems:
-                console.print(f"   [red]- {escape(problem)}[/red]")
+                console.print(f"   [red]- {self._masked(problem)}[/red]")
 
 
 def _confirm(question: str) -> bool:
@@ -350,7 +356,8 @@ def run(
     report: Annotated[Path | None, typer.Option(help="Also copy the Markdown report here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo command output.")] = False,
     rollback_on_failure: Annotated[bool, typer.Option(
-        "--rollback-on-failure", help="When a step or a check fails, restore the snapshot at once.")] = False,
+        "--rollback-on-failure", help="When the run does not succeed, restore the whole snapshot, data too: "
+                                      "writes made since the snapshot are lost.")] = False,
     rehearse: Annotated[bool, typer.Option(
         "--rehearse", help="Run it all on a throwaway copy of the database and files; change nothing real.")] = False,
 ) -> None:
@@ -380,15 +387,18 @@ def run(
         from runbook.rehearsal import real_run_command
 
         real_command = real_run_command(sys.argv[1:], the_plan.destructive)
-    progress = Progress(quiet_output=quiet)
+    from runbook.redact import Redactor
+
+    redactor = Redactor()
+    progress = Progress(quiet_output=quiet, redactor=redactor)
     try:
         result, report_path = execute(config, the_plan, state.options, on_event=progress,
                                       rollback_on_failure=rollback_on_failure, rehearse=rehearse,
-                                      real_command=real_command)
+                                      real_command=real_command, redactor=redactor)
     finally:
         progress.close()
     console.print()
-    for line in summary_lines(result):
+    for line in summary_lines(result, redactor):
         console.print(escape(line))
     copy_failed = False
     if report_path is not None:
@@ -398,9 +408,9 @@ def run(
     # After "nothing to do" there is no real run to suggest.
     if rehearse and result.exit_code == 0 and any(step.status != "skipped" for step in result.steps):
         console.print("the real run:")
-        console.print(f"  {escape(real_command)}", style="bold")
+        console.print(f"  {escape(redactor.text(real_command))}", style="bold")
     if result.exit_code:
-        err_console.print(f"runbook: error: {escape(result.error or result.status)}")
+        err_console.print(f"runbook: error: {escape(redactor.text(result.error or result.status))}")
         state.interrupted = False  # said in the line above
         raise typer.Exit(result.exit_code)
     if copy_failed:
@@ -469,25 +479,33 @@ def restore(
     snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="Snapshot id, as `runbook snapshots` lists it.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the database and migration files are "
                                                           "replaced by the snapshot.")] = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Restore only these parts, comma-separated: database, history, files. "
+                       "`--only history,files` puts back the history rows and migration files, no data.")] = None,
 ) -> None:
     """Put a snapshot back: database, migration files; then check them against its manifest."""
     from runbook.engine import load_project_config, make_target
     from runbook.errors import Refused, VerifyFailed
-    from runbook.restore import restore_now
+    from runbook.restore import parse_only, restore_now
     from runbook.snapshot import load_manifest, summary
 
+    parts = parse_only(only)
     config = load_project_config(state.options)
     _, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
+    whole = "database" in parts
+    what = "the database and migration files" if whole else " and ".join(
+        {"history": "the history rows", "files": "the migration files"}[p] for p in ("history", "files") if p in parts)
     if not yes:
         if not sys.stdin.isatty():
-            raise Refused(f"restoring snapshot {snapshot_id} replaces the database and there is no terminal "
+            raise Refused(f"restoring snapshot {snapshot_id} replaces {what} and there is no terminal "
                           "to confirm", hint="pass --yes to restore it")
         for key, value in summary(manifest).items():
             console.print(escape(f"  {key}: {value}"))
-        if not _confirm(f"Replace the database and migration files with snapshot {snapshot_id}? "
-                        "Everything written since is lost"):
+        if not _confirm(f"Replace {what} with snapshot {snapshot_id}? "
+                        + ("Everything written since is lost" if whole else "The data rows are not touched")):
             raise Refused("not confirmed; nothing was restored")
-    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note)
+    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note,
+                          only=parts)
     for note in outcome.notes:
         console.print(f"   note: {escape(note)}")
     console.print(escape(f"restored: {'; '.join(outcome.restored) or 'nothing'}"))
@@ -497,7 +515,10 @@ def restore(
         raise VerifyFailed(f"snapshot {snapshot_id} was restored but differs from its manifest: "
                            f"{len(outcome.problems)} problem(s)")
     console.print(escape(f"checked: {'; '.join(outcome.checked)}"))
-    console.print(f"the data is back as of snapshot {escape(snapshot_id)}")
+    if whole:
+        console.print(f"the data is back as of snapshot {escape(snapshot_id)}")
+    else:
+        console.print(escape(f"{what} are back as of snapshot {snapshot_id}; the data rows were not touched"))
 
 
 def main() -> None:

@@ -61,7 +61,14 @@ class Config(_Strict):
     project_dir: Path = Field(default=Path("."), exclude=True)
 
     def artifacts_dir(self) -> Path:
-        return (self.project_dir / self.artifacts).resolve()
+        """Return the artifacts directory; never the project directory or above it (it is made owner-only)."""
+        path = (self.project_dir / self.artifacts).resolve()
+        project = self.project_dir.resolve()
+        if path == project or path in project.parents:
+            raise ConfigError(f"artifacts: {self.artifacts!r} is the project directory or above it, which runbook "
+                              "would make readable by its owner only",
+                              hint="give artifacts a directory of its own, such as .runbook")
+        return path
 
     def extra_playbook_dirs(self) -> list[Path]:
         return [(self.project_dir / d).resolve() for d in self.playbook_dirs]

@@ -16,7 +16,7 @@ from runbook.targets.base import DatabaseSettings, Target
 
 PSQL_VIA = "psql-in-container"
 PSQL_NOTE = ("SQL ran through psql in the db service (no network path to PostgreSQL);"
-             " only the host lock guarded this run")
+             " the run lock was held by one long-lived psql session")
 
 
 def open_database(target: Target, settings: DatabaseSettings, application_name: str = "runbook") -> Database:
@@ -35,7 +35,7 @@ def open_database(target: Target, settings: DatabaseSettings, application_name: 
         # psycopg says `connection failed: connection to server at "h", port p failed: Connection refused`.
         reason = (str(exc.__cause__ or exc).strip().splitlines() or ["?"])[0].rsplit(": ", 1)[-1]
         note = (f"no network path to PostgreSQL at {where} ({reason}); SQL ran through psql in the db "
-                "service instead; only the host lock guarded this run")
+                "service instead; the run lock was held by one long-lived psql session")
         fallback = PsqlDatabase(target, dataclasses.replace(settings, via=PSQL_VIA, extra=dict(settings.extra)),
                                 note=note)
         fallback.probe(f"database unreachable at {where}/{settings.dbname} ({reason})")

@@ -79,21 +79,48 @@ class Database:
         self.application_name = application_name[:63]
         self._conn: psycopg.Connection | None = None
         self._timeout_ms: int | None = None  # the statement_timeout this session has; None: the server's
+        self._locked = False  # this run holds the advisory lock: a new session must take it again
 
     def connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(**self.settings.conninfo(), autocommit=True,
-                                             application_name=self.application_name)
-                self._timeout_ms = None
+                conn = psycopg.connect(**self.settings.conninfo(), autocommit=True,
+                                       application_name=self.application_name)
             except psycopg.Error as exc:
                 raise explain_connect_error(self.settings, exc) from exc
+            self._conn, self._timeout_ms = conn, None
+            if self._locked:
+                self._relock(conn)
         return self._conn
 
-    def close(self) -> None:
+    def _relock(self, conn: psycopg.Connection) -> None:
+        """A lost session lost its advisory lock with it: take it again before any statement, or stop."""
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", ADVISORY_LOCK).fetchone()
+        except psycopg.Error as exc:
+            self._drop()
+            raise explain_connect_error(self.settings, exc) from exc
+        if not row or not row[0]:
+            self._drop()
+            raise LockHeld(f"the connection to {self.settings.dbname} was lost and another session took the "
+                           "run lock meanwhile: runbook stopped rather than go on unlocked",
+                           hint="check what that session did; the snapshot of this run is there to restore")
+
+    def _drop(self) -> None:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
+
+    def ensure_idle(self) -> None:
+        """Drop a session left busy (a query cut by Ctrl-C); the next statement reconnects and relocks."""
+        conn = self._conn
+        if conn is not None and not conn.closed and \
+                conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._drop()
+
+    def close(self) -> None:
+        self._drop()
+        self._locked = False
 
     def query(
         self,
@@ -156,6 +183,7 @@ class Database:
         _, rows, _ = self.query("SELECT pg_try_advisory_lock(%(a)s, %(b)s)",
                                 {"a": ADVISORY_LOCK[0], "b": ADVISORY_LOCK[1]})
         if rows[0][0]:
+            self._locked = True
             return
         _, holders, _ = self.query(
             "SELECT a.application_name, host(a.client_addr),"

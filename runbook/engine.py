@@ -51,14 +51,17 @@ def prepare(options: Options, name: str, assignments: list[str]) -> tuple[Config
 
 def execute(config: Config, plan: Plan, options: Options, on_event=None,
             rollback_on_failure: bool = False, rehearse: bool = False,
-            real_command: str = "") -> tuple[RunResult, Path | None]:
-    """Run a prepared plan against the configured target (or, rehearsing, a copy) and write its report."""
+            real_command: str = "", redactor=None) -> tuple[RunResult, Path | None]:
+    """Run a prepared plan against the configured target (or, rehearsing, a copy) and write its report.
+
+    A `redactor` passed in learns the run's secrets, so the caller can mask its own lines with it.
+    """
     # Imported here: psycopg, docker and the report templates cost more start-up than list/plan need.
     from runbook.executor import Executor
 
     target = make_target(config, options)
     return Executor(config, target, on_event=on_event, rollback_on_failure=rollback_on_failure,
-                    rehearse=rehearse, real_command=real_command).run(plan)
+                    rehearse=rehearse, real_command=real_command, redactor=redactor).run(plan)
 
 
 def diagnose(options: Options):

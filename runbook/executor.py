@@ -6,6 +6,7 @@ A failure is data on the RunResult; the caller turns `result.exit_code` into the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runbook import faults
 from runbook.backend import exec_options
 from runbook.config import Config
 from runbook.connection import open_database
@@ -29,9 +31,10 @@ from runbook.file_changes import FileWatch
 from runbook.lock import RunLock
 from runbook.plan import Commands, Plan, PlannedAction, plan_action
 from runbook.psql import PsqlDatabase
+from runbook.putback import Before, capture, put_back
 from runbook.redact import Redactor, StreamRedactor, is_secret_name
 from runbook.rehearsal import Rehearsal
-from runbook.report import write_report
+from runbook.report import putback_lines, write_report
 from runbook.results import RunResult, StepResult
 from runbook.snapshot import summary as snapshot_summary
 from runbook.snapshot import take_snapshot
@@ -80,7 +83,8 @@ def build_redactor(config: Config, target: Target, variables: dict[str, Any], pl
 
 class Executor:
     def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None,
-                 rollback_on_failure: bool = False, rehearse: bool = False, real_command: str = ""):
+                 rollback_on_failure: bool = False, rehearse: bool = False, real_command: str = "",
+                 redactor: Redactor | None = None):
         self.config = config
         self.target = target
         self.rollback_on_failure = rollback_on_failure
@@ -90,9 +94,12 @@ class Executor:
                                        real_command)
         self._manifest: dict[str, Any] | None = None
         self.on_event = on_event or (lambda kind, data: None)
-        self.redactor = Redactor()
+        # Shared with the caller: the console masks its own lines with the secrets learned here.
+        self.redactor = redactor if redactor is not None else Redactor()
         # None until the history was read: an empty history before is still worth comparing with after.
         self.history_before: dict[str, list[list[Any]]] | None = None
+        # What lies outside the data tables before the first step: put back if the run does not succeed.
+        self.before: Before | None = None
 
     def _emit(self, kind: str, **data: Any) -> None:
         self.on_event(kind, data)
@@ -100,7 +107,11 @@ class Executor:
     def run(self, plan: Plan) -> tuple[RunResult, Path | None]:
         """Run the plan end to end and write the report; return the result and the report path."""
         started = time.monotonic()
-        self.redactor = build_redactor(self.config, self.target, plan.variables, plan)
+        for secret in build_redactor(self.config, self.target, plan.variables, plan).secrets:
+            self.redactor.add(secret)
+        if self.rehearsal is not None:
+            # `--var superuser_password=...` is in the command line: the real command shows it masked.
+            self.rehearsal.facts["real_command"] = self.redactor.text(self.rehearsal.facts.get("real_command", ""))
         result = RunResult(
             playbook=plan.playbook.name,
             description=plan.playbook.summary(),
@@ -158,6 +169,9 @@ class Executor:
             for step in [*result.steps, *result.checks]:
                 if step.status == "running":
                     step.status = "interrupted"
+            if database is not None:
+                with signals_held():  # a second Ctrl-C must not stop the put-back half way
+                    self._settle(database, result)
             result.notes.extend(getattr(self.target, "warnings", []))
             # Before the rehearsal's cleanup: on a rehearsal the files changed are the copy's.
             self._capture_files(result)
@@ -234,41 +248,38 @@ class Executor:
         if self.rehearsal is not None and self._manifest is not None:
             self._emit("stage", name="rehearsal copy")
             ctx = self.rehearsal.enter(ctx, self._manifest)
+            # Before any step: the backend itself must say it talks to the copy.
+            self.rehearsal.prove(ctx, plan.playbook.framework)
             self.files.follow(ctx.target, ctx.config)
 
+        if self.rehearsal is None:
+            # The before of the history rows and files; from here on, any end but success puts them back.
+            self.before = capture(ctx.database, manifest)
+        if faults.enabled():
+            ctx = dataclasses.replace(ctx, target=faults.PausingTarget(ctx.target))
         self._emit("stage", name="steps")
-        try:
-            for index, planned in enumerate(plan.steps):
-                step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
-                if step.status == "failed" and step.refused:
-                    result.status, result.exit_code = "refused", Refused.exit_code
-                    result.error = f"step {index + 1} ({step.name}) refused: " + "; ".join(step.problems)
-                    return
-                if step.status == "failed":
-                    result.status, result.exit_code = "failed", StepFailed.exit_code
-                    result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
-                    self._rollback(ctx, result)
-                    return
-        except RunbookError:
-            # Any error once steps may have changed data (a deferred step that cannot render, a lost
-            # database) leaves the data half-repaired: put the snapshot back as for a failed step.
-            self._rollback(ctx, result)
-            raise
+        self._pause("steps")
+        for index, planned in enumerate(plan.steps):
+            step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
+            self._pause(f"after-step-{index + 1}")
+            if step.status == "failed" and step.refused:
+                result.status, result.exit_code = "refused", Refused.exit_code
+                result.error = f"step {index + 1} ({step.name}) refused: " + "; ".join(step.problems)
+                return
+            if step.status == "failed":
+                result.status, result.exit_code = "failed", StepFailed.exit_code
+                result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
+                return
 
         self._emit("stage", name="verify")
         failed = []
-        try:
-            for index, planned in enumerate(plan.checks):
-                check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
-                if check.status == "failed":
-                    failed.append(check.name)
-        except RunbookError:
-            self._rollback(ctx, result)
-            raise
+        for index, planned in enumerate(plan.checks):
+            check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
+            if check.status == "failed":
+                failed.append(check.name)
         if failed:
             result.status, result.exit_code = "verify-failed", 3
             result.error = f"verification failed: {', '.join(failed)}"
-            self._rollback(ctx, result)
         else:
             result.status, result.exit_code = "done", 0
 
@@ -292,10 +303,37 @@ class Executor:
         ctx.inspection = fit.inspection
         return False
 
-    def _rollback(self, ctx: RunContext, result: RunResult) -> None:
-        """With --rollback-on-failure, put the snapshot back at once; the exit code still tells the failure."""
-        if not self.rollback_on_failure:
+    def _pause(self, event: str) -> None:
+        """Tests only: stop at a step boundary so a fault test can send a signal at a known moment."""
+        faults.pause_at(event)
+
+    def _settle(self, database: Database, result: RunResult) -> None:
+        """Once steps ran: on any end but success, put back what the run promised to put back."""
+        if self.before is None or result.exit_code == 0:
             return
+        snapshot_id = self.before.snapshot_id
+        if result.exit_code == 3 and not self.rollback_on_failure:
+            text = "verification failed: the steps' changes stay" + (
+                f"; to put back only the history rows and migration files: "
+                f"runbook restore {snapshot_id} --only history,files" if snapshot_id else "")
+            result.notes.append(text)
+            self._emit("note", text=text)
+            return
+        if self.rollback_on_failure:
+            self._rollback(database, result)
+            if result.rollback.get("status") == "restored" or result.exit_code == 3:
+                return
+        self._emit("stage", name="put back")
+        database.ensure_idle()  # a query cut by Ctrl-C leaves the session busy: start a fresh one
+        outcome = put_back(self.target, database, self.before,
+                           progress=lambda t: self._emit("note", text=self.redactor.text(t)))
+        result.putback = outcome.to_dict()
+        result.putback["snapshot"] = snapshot_id
+        for line in putback_lines(result.putback):
+            self._emit("note", text=self.redactor.text(line))
+
+    def _rollback(self, database: Database, result: RunResult) -> None:
+        """With --rollback-on-failure, put the whole snapshot back; the exit code still tells the failure."""
         from runbook.restore import restore_snapshot
 
         self._emit("stage", name="rollback")
@@ -305,7 +343,8 @@ class Executor:
             text = "rollback FAILED: the playbook takes no snapshot, so there is nothing to restore"
         else:
             try:
-                outcome = restore_snapshot(self.target, ctx.database, self.config, snapshot_id,
+                database.ensure_idle()
+                outcome = restore_snapshot(self.target, database, self.config, snapshot_id,
                                            progress=lambda t: self._emit("note", text=self.redactor.text(t)))
             except RunbookError as exc:
                 result.rollback = {"snapshot": snapshot_id, "status": "failed", "error": str(exc)}
@@ -313,8 +352,8 @@ class Executor:
             else:
                 result.rollback = outcome.to_dict()
                 if outcome.ok:
-                    text = (f"rolled back: the data is back as of snapshot {snapshot_id} "
-                            f"(checked: {'; '.join(outcome.checked)})")
+                    text = (f"rolled back: the data is back as of snapshot {snapshot_id}; every write made "
+                            f"since the snapshot is gone (checked: {'; '.join(outcome.checked)})")
                 else:
                     text = (f"rollback of snapshot {snapshot_id} ran but the check found differences: "
                             + "; ".join(outcome.problems))

@@ -42,6 +42,13 @@ class RunLock:
                 f"another runbook run holds the lock: {holder}",
                 hint="wait for it to finish; the lock goes away by itself when that process ends",
             ) from None
+        except OSError as exc:
+            # ENOLCK on some network filesystems, EINTR, ...: the lock is not held, so nothing may run.
+            os.close(fd)
+            raise EnvironmentNotReady(
+                f"cannot lock {self.path}: {exc.strerror or exc}",
+                hint="set `artifacts:` in runbook.yml to a directory on a local filesystem",
+            ) from exc
         holder = {
             "host": socket.gethostname(),
             "pid": os.getpid(),

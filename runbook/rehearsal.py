@@ -245,6 +245,38 @@ class Rehearsal:
         self.facts["files"] = f"{self.files_copy} (a copy of {self.files_root})"
         return config, target
 
+    def prove(self, ctx: RunContext, framework: str) -> None:
+        """Ask the backend, under the rehearsal's environment, which database it uses; refuse unless the copy."""
+        from runbook.backend import run_script, split_manage
+        from runbook.errors import Refused
+
+        if framework not in ("django", "alembic"):
+            return
+        interpreter, manage = split_manage(list(ctx.config.backend.manage))
+        if framework == "django":
+            args = ["django", manage]
+        else:
+            from runbook.alembic import config_file
+
+            args = ["alembic", config_file(list(ctx.config.backend.alembic))]
+        found = run_script(ctx, "which_database.py", args, interpreter=interpreter,
+                           what="asking the backend which database it uses")
+        where = f"{found.get('host') or 'localhost'}:{found.get('port') or 'default port'}"
+        if found.get("name") == self.copy:
+            self.facts["isolation"] = f"the backend connects to {self.copy} at {where} ({found.get('where')})"
+            self.note(f"proven: {self.facts['isolation']}")
+            return
+        if framework == "django":
+            fix = ("make DATABASES['default']['NAME'] come from an environment variable and name it in "
+                   "backend.database_env in runbook.yml, or give a settings module that does in backend.env "
+                   "(DJANGO_SETTINGS_MODULE)")
+        else:
+            fix = ("make env.py build its URL from an environment variable (or sqlalchemy.url from one) and name "
+                   "it in backend.database_env in runbook.yml")
+        raise Refused(f"the rehearsal would not stay on its copy: under the rehearsal's environment the backend "
+                      f"connects to database {found.get('name') or '(none)'!r} at {where} "
+                      f"({found.get('where') or framework}), not to the copy {self.copy!r}", hint=fix)
+
     def pin_env(self, service: str, env: dict[str, str]) -> dict[str, str]:
         """Point a step's command at the copy, even when the step sets the same variables itself."""
         if not self.created:

@@ -114,6 +114,8 @@ def summary_lines(result: RunResult, redactor: Redactor | None = None) -> list[s
         lines.append(f"snapshot: {snapshot_id}{undo}")
     if result.rollback:
         lines.append(_rollback_headline(result.rollback))
+    if result.putback:
+        lines.extend(putback_lines(result.putback))
     if result.rehearsal:
         lines.extend(rehearsal_lines(result.rehearsed_on))
     lines += [f"note: {_oneline(note)}" for note in result.notes]
@@ -137,10 +139,25 @@ def rehearsal_lines(facts: dict[str, Any]) -> list[str]:
     return lines
 
 
+def putback_lines(putback: dict[str, Any]) -> list[str]:
+    """Say what a run that did not succeed put back, what it checked and what it left."""
+    lines = []
+    restored = "; ".join(putback.get("restored") or []) or "nothing"
+    if putback.get("status") == "put back":
+        lines.append(f"put back as before the run: {restored} (checked: {'; '.join(putback.get('checked') or [])})")
+    else:
+        lines.append(f"put-back FAILED: {_oneline('; '.join(putback.get('problems') or ['unknown']))}"
+                     + (f" (put back: {restored})" if putback.get("restored") else ""))
+    lines += [f"left: {_oneline(item)}" for item in putback.get("left") or []]
+    lines.append("data rows were left as the steps made them (only --rollback-on-failure restores the data)")
+    return lines
+
+
 def _rollback_headline(rollback: dict[str, Any]) -> str:
     snapshot_id = rollback.get("snapshot") or "?"
     if rollback.get("status") == "restored":
-        return f"rolled back: the data is back as of snapshot {snapshot_id}"
+        return (f"rolled back: the data is back as of snapshot {snapshot_id}; "
+                "every write made since the snapshot is gone")
     reason = rollback.get("error") or "; ".join(rollback.get("problems") or []) or "unknown"
     return f"rollback FAILED: {_oneline(reason)}"
 
@@ -190,6 +207,9 @@ def _context(d: dict[str, Any]) -> dict[str, Any]:
     elif d["snapshot"].get("id") and status not in ("done", "dry-run") and rollback.get("status") != "restored":
         callouts.append(f"**To undo:** `runbook restore {d['snapshot']['id']}` puts back the snapshot "
                         "taken before the steps ran.")
+    if d.get("putback"):
+        callouts.insert(0, f"**{'Put back' if d['putback'].get('status') == 'put back' else 'Put-back FAILED'}:** "
+                        + _oneline(putback_lines(d["putback"])[0]))
     facts = [("playbook", d["playbook"]), ("project", d["project"])]
     if d["rehearsal"]:
         facts.append(("rehearsal", "yes: on a copy of the database and the files"))
@@ -211,6 +231,8 @@ def _context(d: dict[str, Any]) -> dict[str, Any]:
                      "checked": rollback.get("checked", "") if rollback.get("status") == "restored" else "",
                      "facts": [(k, _show(v)) for k, v in rollback.items() if v not in ("", [], None)]}
         if rollback else None,
+        "putback": {"ok": d["putback"].get("status") == "put back", "lines": putback_lines(d["putback"]),
+                    "snapshot": d["putback"].get("snapshot", "")} if d.get("putback") else None,
         "notes": d["notes"],
         "steps": steps,
         "checks": checks,

@@ -19,7 +19,7 @@ from typing import Any
 
 from runbook.config import Config
 from runbook.database import Database
-from runbook.errors import EnvironmentNotReady, RestoreFailed, RunbookError, SnapshotFailed
+from runbook.errors import EnvironmentNotReady, InputError, RestoreFailed, RunbookError, SnapshotFailed
 from runbook.snapshot import (
     DUMP,
     FILES,
@@ -138,31 +138,86 @@ def verify_parts(snapshot_id: str, directory: Path, manifest: dict[str, Any]) ->
             raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: {part['file']} sha256 differs")
 
 
+PARTS = ("database", "history", "files")
+
+
+def parse_only(text: str | None) -> frozenset[str]:
+    """Return the parts `--only` names (comma-separated); every part when not given. Unknown: exit 2."""
+    if text is None:
+        return frozenset(PARTS)
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(PARTS))
+    if unknown or not names:
+        raise InputError(f"--only takes {', '.join(PARTS)} (comma-separated), not {text!r}",
+                         hint="for example: --only history,files")
+    return frozenset(names)
+
+
 def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: str,
-                     *, progress: Progress = no_progress) -> RestoreOutcome:
-    """Verify, restore and check one snapshot; the caller holds the run lock."""
+                     *, progress: Progress = no_progress, only: frozenset[str] = frozenset(PARTS)) -> RestoreOutcome:
+    """Verify, restore and check one snapshot (or only some of its parts); the caller holds the run lock."""
     directory, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
     verify_parts(snapshot_id, directory, manifest)
     parts = {p["file"] for p in manifest["parts"]}
     progress(f"snapshot {snapshot_id}: {len(parts)} parts match their sha256")
     outcome = RestoreOutcome(snapshot_id)
-    if DUMP in parts:
+    if "database" in only and DUMP in parts:
         _restore_database(target, db, directory / DUMP, outcome, progress)
-    elif HISTORY in parts:
+    elif "database" in only:
         outcome.notes.append("the snapshot has no database dump: the database was not restored")
-    if FILES in parts and manifest.get("files"):
+    elif "history" in only and HISTORY in parts:
+        _restore_history(db, json.loads((directory / HISTORY).read_text()), outcome, progress)
+    elif "history" in only:
+        raise InputError(f"snapshot {snapshot_id} holds no history rows", hint="restore it whole, without --only")
+    if "files" in only and FILES in parts and manifest.get("files"):
         _restore_files(target, directory / FILES, manifest["files"], outcome, progress)
-    _check(target, db, directory, manifest, outcome)
+    checked = dict(manifest)
+    if "database" not in only or DUMP not in parts:
+        checked.pop("database", None)  # the data was left alone: its rows are not compared
+    if "files" not in only:
+        checked.pop("files", None)
+    history = "history" in only or ("database" in only and DUMP in parts)
+    _check(target, db, directory, checked, outcome, history=history)
     outcome.notes.extend(w for w in getattr(target, "warnings", []) if w not in outcome.notes)
     return outcome
 
 
 def restore_now(config: Config, target: Target, snapshot_id: str,
-                *, progress: Progress = no_progress) -> RestoreOutcome:
+                *, progress: Progress = no_progress, only: frozenset[str] = frozenset(PARTS)) -> RestoreOutcome:
     """`runbook restore ID`: the same restore under the run lock, so it cannot race a run."""
     load_manifest(config.artifacts_dir(), snapshot_id)  # an unknown id fails before any lock or connection
     with locked_session(config, target, f"restore {snapshot_id}") as db:
-        return restore_snapshot(target, db, config, snapshot_id, progress=progress)
+        return restore_snapshot(target, db, config, snapshot_id, progress=progress, only=only)
+
+
+# The history rows as the snapshot holds them (django_migrations: app, name; alembic_version: the revision),
+# written back by one statement each (one transaction): rows not in the snapshot go, missing ones come back,
+# rows in both keep their id and time.
+HISTORY_WRITE = {
+    "django_migrations": (
+        "WITH wanted AS (SELECT x->>0 AS app, x->>1 AS name FROM jsonb_array_elements(%(rows)s::jsonb) x),"
+        " gone AS (DELETE FROM django_migrations d WHERE NOT EXISTS"
+        " (SELECT 1 FROM wanted w WHERE w.app = d.app AND w.name = d.name) RETURNING 1)"
+        " INSERT INTO django_migrations (app, name, applied) SELECT w.app, w.name, now() FROM wanted w"
+        " WHERE NOT EXISTS (SELECT 1 FROM django_migrations d WHERE d.app = w.app AND d.name = w.name)"),
+    "alembic_version": (
+        "WITH wanted AS (SELECT x->>0 AS v FROM jsonb_array_elements(%(rows)s::jsonb) x),"
+        " gone AS (DELETE FROM alembic_version a WHERE a.version_num NOT IN (SELECT v FROM wanted) RETURNING 1)"
+        " INSERT INTO alembic_version (version_num) SELECT v FROM wanted"
+        " WHERE v NOT IN (SELECT version_num FROM alembic_version)"),
+}
+
+
+def _restore_history(db: Database, history: dict[str, Any], outcome: RestoreOutcome, progress: Progress) -> None:
+    """Write the snapshot's history rows back, leaving every data table alone; rows kept keep their time."""
+    for table, rows in history.items():
+        if table not in HISTORY_WRITE:
+            continue
+        if not db.table_exists(table):
+            raise RestoreFailed(f"history table {table} does not exist any more; restore the snapshot whole")
+        db.query(HISTORY_WRITE[table], {"rows": json.dumps(rows)})
+    outcome.restored.append("history rows (" + ", ".join(f"{t} {len(r)}" for t, r in history.items()) + ")")
+    progress("history rows written back; the data tables were not touched")
 
 
 def _is_superuser(db: Database) -> bool:
@@ -227,10 +282,10 @@ def _restore_files(target: Target, archive: Path, info: dict[str, Any], outcome:
 
 
 def _check(target: Target, db: Database, directory: Path, manifest: dict[str, Any],
-           outcome: RestoreOutcome) -> None:
+           outcome: RestoreOutcome, *, history: bool = True) -> None:
     """Read the live state back and compare it with the manifest; every difference is a problem."""
     history_path = directory / HISTORY
-    history_then = json.loads(history_path.read_text()) if history_path.exists() else None
+    history_then = json.loads(history_path.read_text()) if history and history_path.exists() else None
     now: dict[str, Any] = {}
     history_now: dict[str, Any] = {}
     try:

@@ -50,6 +50,9 @@ class RunResult:
     snapshot: dict[str, Any] = field(default_factory=dict)
     # Set by --rollback-on-failure: {"snapshot": id, "status": "restored" | "failed", "checked": ..., ...}
     rollback: dict[str, Any] = field(default_factory=dict)
+    # A run that did not succeed puts back the history rows and migration files:
+    # {"snapshot", "status": "put back" | "failed", "restored", "checked", "left", "problems"}
+    putback: dict[str, Any] = field(default_factory=dict)
     history_before: dict[str, list[list[Any]]] = field(default_factory=dict)
     history_after: dict[str, list[list[Any]]] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)

@@ -536,19 +536,17 @@ def take_snapshot(target: Target, db: Database, config: Config, playbook: str, s
         write_private(partial / MANIFEST, json.dumps(manifest, indent=2).encode())
         os.replace(partial, directory)
         fsync_dir(base)
-    except (KeyboardInterrupt, EnvironmentNotReady):
+    except BaseException as exc:
+        # Whatever stopped it (a bug, SystemExit, a signal too), no half-written snapshot stays behind.
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, EnvironmentNotReady | SnapshotFailed):
+            raise
+        if isinstance(exc, RunbookError):
+            raise SnapshotFailed(f"snapshot failed: {exc.message}", hint=exc.hint) from exc
+        if isinstance(exc, OSError | tarfile.TarError | psycopg.Error):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+            raise SnapshotFailed(f"snapshot failed: {reason}") from exc
         raise
-    except SnapshotFailed:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    except RunbookError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise SnapshotFailed(f"snapshot failed: {exc.message}", hint=exc.hint) from exc
-    except (OSError, tarfile.TarError, psycopg.Error) as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
-        raise SnapshotFailed(f"snapshot failed: {reason}") from exc
     return manifest
 
 

@@ -138,7 +138,9 @@ def test_report_says_the_data_is_back():
     head = page.split("## Run")[0]
     assert "rolled back: the data is back as of snapshot S1" in head and "3 tables, 10 rows" in head
     assert "To undo" not in page
-    assert "rolled back: the data is back as of snapshot S1" in summary_lines(result)
+    assert ("rolled back: the data is back as of snapshot S1; every write made since the snapshot is gone"
+            in summary_lines(result))
+    assert "every write made since the snapshot is gone" in head
     result.rollback = {"snapshot": "S1", "status": "failed", "error": "boom"}
     page = render_markdown(result, Redactor())
     assert "rollback FAILED: boom" in page.split("## Run")[0] and "runbook restore S1" in page
