@@ -130,6 +130,7 @@ class Executor:
             self.target.on_warning = lambda text: self._emit("warning", text=self.redactor.text(text))
         lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
+        ctx: RunContext | None = None
         self.files = FileWatch(self.target, self.config, list(plan.playbook.snapshot.files))
         try:
             lock.acquire()
@@ -171,7 +172,7 @@ class Executor:
                     step.status = "interrupted"
             if database is not None:
                 with signals_held():  # a second Ctrl-C must not stop the put-back half way
-                    self._settle(database, result)
+                    self._settle(database, result, ctx)
             result.notes.extend(getattr(self.target, "warnings", []))
             # Before the rehearsal's cleanup: on a rehearsal the files changed are the copy's.
             self._capture_files(result)
@@ -307,7 +308,7 @@ class Executor:
         """Tests only: stop at a step boundary so a fault test can send a signal at a known moment."""
         faults.pause_at(event)
 
-    def _settle(self, database: Database, result: RunResult) -> None:
+    def _settle(self, database: Database, result: RunResult, ctx: RunContext | None) -> None:
         """Once steps ran: on any end but success, put back what the run promised to put back."""
         if self.before is None or result.exit_code == 0:
             return
@@ -326,11 +327,24 @@ class Executor:
         self._emit("stage", name="put back")
         database.ensure_idle()  # a query cut by Ctrl-C leaves the session busy: start a fresh one
         outcome = put_back(self.target, database, self.before,
-                           progress=lambda t: self._emit("note", text=self.redactor.text(t)))
+                           progress=lambda t: self._emit("note", text=self.redactor.text(t)),
+                           fix_line=lambda: self._fix_line(ctx))
         result.putback = outcome.to_dict()
         result.putback["snapshot"] = snapshot_id
         for line in putback_lines(result.putback):
             self._emit("note", text=self.redactor.text(line))
+
+    def _fix_line(self, ctx: RunContext | None) -> str | None:
+        """The line `runbook diagnose` prints now, for what a stopped run left behind (never during a rehearsal)."""
+        if ctx is None or self.rehearsal is not None:
+            return None
+        from runbook.diagnose import diagnose  # only when a step left a table: most runs never need it
+
+        try:
+            _, findings, _ = diagnose(ctx)
+        except RunbookError:
+            return None
+        return next((f.command for f in findings if f.command), None)
 
     def _rollback(self, database: Database, result: RunResult) -> None:
         """With --rollback-on-failure, put the whole snapshot back; the exit code still tells the failure."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,8 @@ TABLE_NAMES_SQL = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oi
                    " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY c.relname")
 COLUMNS_SQL = ("SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
                " AND table_name = %(table)s ORDER BY ordinal_position")
-# What the diagnose finding of a table left behind says: its migration is no longer recorded.
-LEFT_TABLE_FIX = ("its migration is not recorded any more: `runbook diagnose` lists it as safe to fake "
-                  "(fix: runbook run fake-initial) or partly applied")
+# Said of a table left behind when diagnose cannot be asked for the line that fits.
+LEFT_TABLE_FIX = "its migration is not recorded any more: run `runbook diagnose` for the line that fits"
 
 
 @dataclass
@@ -167,8 +167,12 @@ def put_files_back(target: Target, before: Before, outcome: PutBack, progress: P
     outcome.checked.append(f"{len(expected)} migration files by sha256")
 
 
-def put_back(target: Target, db: Database, before: Before, *, progress: Progress = no_progress) -> PutBack:
-    """Put the history rows and the migration files back as they were before the steps; never the data."""
+def put_back(target: Target, db: Database, before: Before, *, progress: Progress = no_progress,
+             fix_line: Callable[[], str | None] | None = None) -> PutBack:
+    """Put the history rows and the migration files back as they were before the steps; never the data.
+
+    fix_line, asked only when a step left a table behind, returns the `runbook run ...` line diagnose prints.
+    """
     outcome = PutBack()
     hint = f"; once the cause is fixed: runbook restore {before.snapshot_id} --only history,files" \
         if before.snapshot_id else ""
@@ -187,5 +191,8 @@ def put_back(target: Target, db: Database, before: Before, *, progress: Progress
         made = sorted(set(table_names(db)) - set(before.tables) - set(HISTORY_QUERIES))
     except RunbookError:
         made = []
-    outcome.left += [f"table {t}, created by a step: {LEFT_TABLE_FIX}" for t in made]
+    if made:
+        line = fix_line() if fix_line is not None else None
+        fix = f"its migration is not recorded any more; runbook diagnose: {line}" if line else LEFT_TABLE_FIX
+        outcome.left += [f"table {t}, created by a step: {fix}" for t in made]
     return outcome

@@ -204,6 +204,8 @@ def test_fix_history_stopped_puts_history_back(stack, runbook_cli, tmp_path, poi
     left = " ".join(report["putback"]["left"])
     assert ("table customer_customer, created by a step" in left) == applied
     assert ("left: table customer_customer" in out) == applied
+    # With the table there, the history put back is the guide's state once more: diagnose's line fits it.
+    assert ("runbook diagnose: runbook run fix-history --yes" in left) == applied
 
 
 def test_db_killed_during_a_step_puts_the_files_back(stack, runbook_cli, tmp_path) -> None:
