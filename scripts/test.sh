@@ -26,9 +26,4 @@ step "ruff"
 
 step "pytest"
 export RUNBOOK_TEST_PG_PORT=25431
-# Two workers, one test module each at a time: every module's Compose stack has its own loopback port and
-# project, so modules run side by side. The two longest modules are named first so that they start first.
-if [ "$#" -eq 0 ]; then
-  set -- tests/integration/test_corpus_repairs.py tests/integration/test_atomic_faults.py tests
-fi
-exec "$VENV/bin/pytest" -p no:cacheprovider -n "${RUNBOOK_TEST_WORKERS:-2}" --dist loadfile "$@"
+exec "$VENV/bin/pytest" -p no:cacheprovider "$@"

@@ -405,63 +405,47 @@ def models_part(connection, alias):
     return describe_models(apps.get_models(include_auto_created=True), connection, alias)
 
 
-PG_COLUMNS = """
-SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+# Django's introspection names a column's type by the field class it maps to, which loses what the proof
+# compares (varchar(100) and varchar(200) are both CharField): the database spells the type itself.
+PG_TYPES = """
+SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-WHERE c.relname = ANY(%s) AND pg_catalog.pg_table_is_visible(c.oid) AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum"""
-PG_INDEXES = """
-SELECT t.relname, i.relname, x.indisunique, x.indisprimary,
-  ARRAY(SELECT a.attname FROM unnest(x.indkey) WITH ORDINALITY k(n, o)
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.n ORDER BY k.o)
-FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
-JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
-WHERE t.relname = ANY(%s) AND pg_catalog.pg_table_is_visible(t.oid)"""
-PG_CONSTRAINTS = """
-SELECT t.relname, c.conname, c.contype, r.relname,
-  ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, o)
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o),
-  ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, o)
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o)
-FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class t ON t.oid = c.conrelid
-LEFT JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
-WHERE t.relname = ANY(%s) AND pg_catalog.pg_table_is_visible(t.oid)"""
-CONTYPES = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "x": "exclusion"}
+WHERE c.relname = ANY(%s) AND pg_catalog.pg_table_is_visible(c.oid) AND a.attnum > 0 AND NOT a.attisdropped"""
+
+
+def column_types(connection, cursor, names):
+    """Return {(table, column): type as the database spells it}; empty where runbook cannot ask (not PostgreSQL)."""
+    if connection.vendor != "postgresql":
+        return {}
+    cursor.execute(PG_TYPES, [names])
+    return {(table, column): db_type for table, column, db_type in cursor.fetchall()}
 
 
 def live_schema(connection):
-    """Return {table: {columns: {name: {type, null}}, indexes: [...], constraints: [...]}} of the live DB."""
+    """Return {table: {columns: {name: {type, null}}, indexes: [...], constraints: [...]}} of the live database.
+
+    Read through Django's own introspection (tables, columns, nullability, indexes and constraints), so the
+    proof works on any backend Django supports; only the type's spelling comes from the database itself.
+    """
+    introspection = connection.introspection
     with connection.cursor() as cursor:
-        names = sorted(t.name for t in connection.introspection.get_table_list(cursor))
+        names = sorted(t.name for t in introspection.get_table_list(cursor))
+        types = column_types(connection, cursor, names)
         tables = {name: {"columns": {}, "indexes": [], "constraints": []} for name in names}
-        if connection.vendor == "postgresql":
-            cursor.execute(PG_COLUMNS, [names])
-            for table, column, db_type, null in cursor.fetchall():
-                tables[table]["columns"][column] = {"type": db_type, "null": null}
-            cursor.execute(PG_INDEXES, [names])
-            for table, name, unique, primary, columns in cursor.fetchall():
-                tables[table]["indexes"].append({"name": name, "columns": list(columns), "unique": unique,
-                                                 "primary": primary})
-            cursor.execute(PG_CONSTRAINTS, [names])
-            for table, name, kind, ref, columns, ref_columns in cursor.fetchall():
-                entry = {"name": name, "type": CONTYPES.get(kind, kind), "columns": list(columns)}
-                if ref:
-                    entry["references"] = [ref, list(ref_columns)]
-                tables[table]["constraints"].append(entry)
-            return tables
-        # Other vendors: Django's introspection, no comparable type names.
         for name in names:
-            for info in connection.introspection.get_table_description(cursor, name):
-                tables[name]["columns"][info.name] = {"type": None, "null": bool(info.null_ok)}
-            for cname, spec in connection.introspection.get_constraints(cursor, name).items():
+            for info in introspection.get_table_description(cursor, name):
+                tables[name]["columns"][info.name] = {"type": types.get((name, info.name)),
+                                                      "null": bool(info.null_ok)}
+            for cname, spec in introspection.get_constraints(cursor, name).items():
+                columns = [c for c in spec["columns"] if c is not None]  # an expression has no column
                 if spec.get("index"):
-                    tables[name]["indexes"].append({"name": cname, "columns": spec["columns"],
+                    tables[name]["indexes"].append({"name": cname, "columns": columns,
                                                     "unique": bool(spec["unique"]),
                                                     "primary": bool(spec["primary_key"])})
                 if not spec.get("index") or spec.get("unique"):
                     entry = {"name": cname, "type": "foreign key" if spec.get("foreign_key") else
                              "primary key" if spec.get("primary_key") else
-                             "unique" if spec.get("unique") else "check", "columns": spec["columns"]}
+                             "unique" if spec.get("unique") else "check", "columns": columns}
                     if spec.get("foreign_key"):
                         entry["references"] = [spec["foreign_key"][0], [spec["foreign_key"][1]]]
                     tables[name]["constraints"].append(entry)
