@@ -725,8 +725,9 @@ def prove(loader, connection, alias, tables, order, candidates, recorded):
         # A table the batch deletes or renames must be gone, which comparing the tables that stay cannot see.
         before = {k for k in claimed if not related(graph, [k], "parents") & new}
         now = state_tables(state, labels, connection)
+        earlier = state_of(loader, order, before)  # replayed once, not once per app
         for app in labels:
-            for table in sorted(state_tables(state_of(loader, order, before), {app}, connection) - now):
+            for table in sorted(state_tables(earlier, {app}, connection) - now):
                 if table in tables:
                     problems.setdefault(app, []).append({"kind": "table-unexpected", "app": app, "table": table,
                                                          "message": f"table {table} exists, {EXPECTS} it gone"})
