@@ -745,8 +745,9 @@ def plan_stamp_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     refusals = []
     if not unknown:
         refusals.append(f"alembic_version ({', '.join(current) or 'empty'}) names no unknown revision")
-    if len(scripts.heads) != 1:
-        refusals.append(f"the files have {len(scripts.heads)} heads; merge or linearize them first")
+    conflicts = scripts.kinds().conflicts
+    if conflicts:
+        refusals.append(f"heads {', '.join(conflicts[0])} conflict; merge or linearize them first")
     diffs, error = scripts.raw.get("schema_diffs"), scripts.raw.get("compare_error")
     if error:
         refusals.append(f"cannot compare the schema with the models: {error}")
@@ -759,7 +760,7 @@ def plan_stamp_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         text = "\n".join([*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]) + "\n"
         return ActionResult(2, text, data={"needed": False}, problems=[f"refused: {r}" for r in refusals],
                             refused=True)
-    lines.append(f"the live schema matches the models exactly: stamping {scripts.heads[0]} in place of "
+    lines.append(f"the live schema matches the models exactly: stamping {', '.join(scripts.heads)} in place of "
                  f"{', '.join(unknown)}")
-    return ActionResult(0, "\n".join(lines) + "\n", data={"needed": True, "head": scripts.heads[0],
+    return ActionResult(0, "\n".join(lines) + "\n", data={"needed": True, "head": ", ".join(scripts.heads),
                                                           "unknown": unknown})
