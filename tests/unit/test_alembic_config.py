@@ -65,3 +65,29 @@ def test_the_ini_and_section_come_from_the_alembic_command() -> None:
     assert config_section(["alembic"]) == "alembic"
     text = "[tenant]\nscript_location = t\n"
     assert read_config(text, section="tenant").versions_dirs() == ["t/versions"]
+
+
+def test_the_snapshot_lists_every_version_location(tmp_path) -> None:
+    """With `path_separator = os` the snapshot takes each directory that linearize may rewrite."""
+    from runbook.config import Config
+    from runbook.snapshot import file_patterns, find_files
+    from runbook.targets.local import LocalTarget
+
+    for path in ["migrations/versions/m1_main.py", "audit_versions/a1_audit.py", "pkg/db/versions/p1.py"]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("# x\n")
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\n"
+        "version_locations = %(here)s/migrations/versions:%(here)s/audit_versions\n"
+        "path_separator = os\n")
+    target = LocalTarget(Config(project_dir=tmp_path))
+    patterns = file_patterns(target, str(tmp_path), [])
+    assert patterns == ["**/migrations/*.py", "migrations/versions/*.py", "audit_versions/*.py"]
+    assert find_files(target, str(tmp_path), patterns) == ["audit_versions/a1_audit.py",
+                                                           "migrations/versions/m1_main.py"]
+    # A package resource needs a separator other than `os` (`:` is part of it), as in Alembic.
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\n"
+        "version_locations = %(here)s/audit_versions, pkg.db:versions\npath_separator = comma\n")
+    assert file_patterns(target, str(tmp_path), []) == ["**/migrations/*.py", "audit_versions/*.py",
+                                                        "pkg/db/versions/*.py"]
