@@ -635,16 +635,19 @@ def merge(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 
 def other_databases(graph: RevisionGraph, moves: Sequence[Move], head_after: Sequence[str]) -> list[str]:
     """Say which revisions a linearization moves, and how another database that applied them is stamped."""
-    moved = [m.revision for m in moves]
-    lines = [f"re-points down_revision of {', '.join(moved)} (applied nowhere in this database)"]
+    final = graph.relinked({m.revision: m.new for m in moves})
+    lines = [f"re-points down_revision of {', '.join(m.revision for m in moves)} (applied nowhere in this database)"]
     for move in moves:
-        tips = [h for h in head_after if move.revision in graph.relinked({m.revision: m.new for m in moves})
-                .ancestors(h)]
+        tips = [h for h in head_after if move.revision in final.ancestors(h)] or [move.revision]
+        # The revisions that came along with the moved one: its line up to the head, as they were.
+        line = [r for r in graph.order() if move.revision in graph.ancestors(r) and r in final.ancestors(tips[0])]
         new = ", ".join(move.new)
+        later = (f" (if it stopped earlier on {', '.join(line)}, name the last of them it applied instead)"
+                 if len(line) > 1 else "")
         lines.append(
             f"any other database (staging, production, a colleague's) that applied {move.revision} has it "
             f"below {', '.join(move.old) or 'base'}, not below {new}: once it has applied {new} too, stamp it "
-            f"with `alembic stamp --purge {' '.join(tips or [move.revision])}`; if it has not, repair it with "
+            f"with `alembic stamp --purge {' '.join(tips)}`{later}; if it has not, repair that database with "
             "alembic-merge-heads instead of this rewrite")
     return lines
 
