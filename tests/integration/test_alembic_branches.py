@@ -176,3 +176,20 @@ def test_a_conflict_applied_on_both_sides_is_merged_alone(stack: Path, runbook_c
     assert _rows() == sorted(["1000aaaa0002", "2000bbbb0001", revision])
     assert table_rows(DB) == data
     _healthy(runbook_cli, stack)
+
+
+def test_branches_names_intentional_heads_to_join(stack: Path, runbook_cli: list[str]) -> None:
+    """With a conflict on audit, `--var branches=audit,reporting` also joins the reporting branch; main stays."""
+    files = _with_conflict(stack, applied=False)
+    proc = run_cli(runbook_cli, stack, "run", "alembic-merge-heads", "--var", "branches=audit,reporting", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, markdown = _report(stack, "alembic-merge-heads")
+    assert "to join: a1b2c3d4e5f7, a9c8d7e6f5a4, 2000bbbb0001" in markdown  # in the order named
+    after = _files(stack)
+    [merge] = set(after) - set(files)
+    text = (stack / "app" / merge).read_text()
+    assert all(f"'{h}'" in text for h in ("2000bbbb0001", "a1b2c3d4e5f7", "a9c8d7e6f5a4"))
+    assert "1000aaaa0002" not in text
+    revision = Path(merge).name.split("_", 1)[0]
+    assert _heads() == sorted(["1000aaaa0002", revision]) and _rows() == sorted(["1000aaaa0002", revision])
+    _healthy(runbook_cli, stack)
