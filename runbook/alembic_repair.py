@@ -9,7 +9,6 @@ run's target and reads the applied revisions (`alembic_version`) through its dat
 from __future__ import annotations
 
 import ast
-import configparser
 import difflib
 import posixpath
 import re
@@ -18,15 +17,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.actions import ActionResult, action
-from runbook.alembic import config_file
+from runbook.alembic import HeadKinds, classify_heads
+from runbook.alembic_config import AlembicConfigError, config_file, config_section, read_config
+from runbook.backend import exec_options
 from runbook.errors import StepFailed
 
 if TYPE_CHECKING:
     from runbook.context import RunContext
 
 DEFAULT_VERSIONS_DIR = "alembic/versions"
-# How alembic.ini's `path_separator` (1.16+) or `version_path_separator` splits `version_locations`.
-_SEPARATORS = {"os": ":", ":": ":", ";": ";", ",": ",", "newline": "\n", "space": None}
 
 
 class GraphError(StepFailed):
@@ -46,6 +45,7 @@ class Revision:
     path: str = ""
     message: str = ""
     branch_labels: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()  # as written: revision ids or branch labels
 
     def label(self) -> str:
         return f"{self.revision} ({self.message})" if self.message else self.revision
@@ -125,29 +125,16 @@ def parse_revision(text: str, path: str = "") -> Revision | None:
         path=path,
         message=docstring.strip().splitlines()[0] if docstring.strip() else "",
         branch_labels=_ids(names.get("branch_labels"), path, "branch_labels"),
+        depends_on=_ids(names.get("depends_on"), path, "depends_on"),
     )
 
 
-def versions_dirs_from_ini(text: str, here: str = ".") -> list[str]:
+def versions_dirs_from_ini(text: str, here: str = ".", ini: str = "alembic.ini") -> list[str]:
     """Return the version directories an alembic.ini names (`version_locations`, else script_location/versions)."""
-    parser = configparser.ConfigParser(defaults={"here": here})
     try:
-        parser.read_string(text)
-        script_location = parser.get("alembic", "script_location", fallback="alembic")
-        locations = parser.get("alembic", "version_locations", fallback="")
-        separator = parser.get("alembic", "path_separator",
-                               fallback=parser.get("alembic", "version_path_separator", fallback=""))
-    except configparser.Error as exc:
-        raise GraphError(f"cannot read alembic.ini: {str(exc).splitlines()[0]}") from None
-    if locations.strip():
-        # Without a separator setting Alembic splits on spaces or commas.
-        parts = (locations.split(_SEPARATORS[separator]) if separator in _SEPARATORS
-                 else re.split(r"[\s,]+", locations))
-        return [posixpath.normpath(p.strip()) for p in parts if p.strip()]
-    if ":" in script_location and not script_location.startswith("/"):
-        raise GraphError(f"script_location {script_location!r} names a package; "
-                         "pass versions_dir with the directory of the version files")
-    return [posixpath.normpath(posixpath.join(script_location, "versions"))]
+        return read_config(text, ini, workdir=here).versions_dirs()
+    except AlembicConfigError as exc:
+        raise GraphError(str(exc)) from None
 
 
 # --- the graph ---------------------------------------------------------------------------------------
@@ -169,24 +156,45 @@ class RevisionGraph:
                     raise GraphError(f"{rev.path or rev.revision}: down_revision {parent!r} names no revision "
                                      "in the version files")
                 self._children[parent].append(rev.revision)
+        labels = {label: r.revision for r in self.revisions.values() for label in r.branch_labels}
+        # depends_on as Alembic resolves it: a revision id, or a branch label (the revision declaring it).
+        self.dependencies: dict[str, tuple[str, ...]] = {}
+        for rev in self.revisions.values():
+            resolved = []
+            for dep in rev.depends_on:
+                target = dep if dep in self.revisions else labels.get(dep)
+                if target is None:
+                    raise GraphError(f"{rev.path or rev.revision}: depends_on {dep!r} names no revision or "
+                                     "branch label in the version files")
+                resolved.append(target)
+            self.dependencies[rev.revision] = tuple(resolved)
         self._order = self._topological()
+
+    def parents(self, revision: str, *, dependencies: bool = True) -> tuple[str, ...]:
+        """Return a revision's down_revisions, and (by default) what it depends_on."""
+        rev = self.revisions[revision]
+        return rev.down_revisions + (self.dependencies[revision] if dependencies else ())
 
     def _topological(self) -> list[str]:
         """Return the revisions parents first (ties by id); raise GraphError on a cycle."""
-        waiting = {r: len(set(rev.down_revisions)) for r, rev in self.revisions.items()}
+        waiting = {r: len(set(self.parents(r))) for r in self.revisions}
+        after: dict[str, set[str]] = {r: set() for r in self.revisions}
+        for r in self.revisions:
+            for parent in set(self.parents(r)):
+                after[parent].add(r)
         ready = sorted(r for r, n in waiting.items() if n == 0)
         order: list[str] = []
         while ready:
             current = ready.pop(0)
             order.append(current)
-            for child in sorted(set(self._children[current])):
+            for child in sorted(after[current]):
                 waiting[child] -= 1
                 if waiting[child] == 0:
                     ready.append(child)
             ready.sort()
         if len(order) != len(self.revisions):
             stuck = sorted(set(self.revisions) - set(order))
-            raise GraphError(f"the down_revision links form a cycle through {', '.join(stuck)}")
+            raise GraphError(f"the down_revision and depends_on links form a cycle through {', '.join(stuck)}")
         return order
 
     def __contains__(self, revision: str) -> bool:
@@ -201,25 +209,46 @@ class RevisionGraph:
     def bases(self) -> list[str]:
         return sorted(r for r, rev in self.revisions.items() if not rev.down_revisions)
 
-    def ancestors(self, revision: str) -> set[str]:
-        """Return the revision and everything it depends on."""
+    def ancestors(self, revision: str, *, dependencies: bool = False) -> set[str]:
+        """Return the revision and everything below it (through depends_on too, with `dependencies`)."""
         seen: set[str] = set()
         stack = [revision]
         while stack:
             current = stack.pop()
             if current not in seen:
                 seen.add(current)
-                stack.extend(self.revisions[current].down_revisions)
+                stack.extend(self.parents(current, dependencies=dependencies))
         return seen
 
     def applied(self, current: Iterable[str]) -> set[str]:
-        """Return every revision the database has: the `alembic_version` rows and their ancestors."""
+        """Return every revision the database has: the rows, their ancestors and what they depend on."""
         applied: set[str] = set()
         for revision in current:
             if revision not in self.revisions:
                 raise GraphError(f"the database is at revision {revision}, which no version file defines")
-            applied |= self.ancestors(revision)
+            applied |= self.ancestors(revision, dependencies=True)
         return applied
+
+    def kinds(self) -> HeadKinds:
+        """Tell the heads that are meant (labelled branches, own bases) from the conflicts."""
+        return classify_heads(self.heads(), {r: rev.down_revisions for r, rev in self.revisions.items()},
+                              {r: rev.branch_labels for r, rev in self.revisions.items()})
+
+    def heads_named(self, names: Iterable[str]) -> list[str]:
+        """Return the heads `--var branches` names: head ids (or prefixes), or branch labels of their lines."""
+        heads, found = self.heads(), []
+        for name in names:
+            lined = [h for h in heads if any(name in self.revisions[r].branch_labels for r in self.ancestors(h))]
+            if not lined:
+                revision = self.resolve(name)
+                lined = [h for h in heads if h == revision]
+                if not lined:
+                    raise GraphError(f"branches: {name} is neither a head nor the branch label of one "
+                                     f"(heads: {', '.join(heads)})")
+            found += [h for h in lined if h not in found]
+        if len(found) < 2:
+            raise GraphError(f"branches names {', '.join(found)}: joining needs at least two heads")
+        return found
 
     def resolve(self, ident: str) -> str:
         """Return the full id for an id or a unique prefix of one, as Alembic accepts."""
@@ -235,22 +264,33 @@ class RevisionGraph:
     def relinked(self, changes: dict[str, tuple[str, ...]]) -> RevisionGraph:
         """Return a new graph with some revisions' `down_revision` replaced."""
         return RevisionGraph(
-            Revision(r.revision, changes.get(r.revision, r.down_revisions), r.path, r.message, r.branch_labels)
+            Revision(r.revision, changes.get(r.revision, r.down_revisions), r.path, r.message, r.branch_labels,
+                     r.depends_on)
             for r in self.revisions.values()
         )
 
 
-def summarize(graph: RevisionGraph, current: Sequence[str]) -> dict[str, Any]:
-    """Return the facts a playbook decides on: the heads, where the database is, what is not applied."""
+def summarize(graph: RevisionGraph, current: Sequence[str], branches: Sequence[str] = ()) -> dict[str, Any]:
+    """Return the facts a playbook decides on: the heads and their kinds, where the database is, what to join.
+
+    `join` is the groups of heads a repair joins: the conflicts, or the heads `branches` names.
+    """
     heads = graph.heads()
     applied = graph.applied(current)
+    kinds = graph.kinds()
+    join = [graph.heads_named(branches)] if branches else kinds.conflicts
     return {
         "heads": heads,
         "count": len(heads),
         "single_head": len(heads) == 1,
         "multiple_heads": len(heads) > 1,
+        "conflicts": kinds.conflicts,
+        "no_conflict": not kinds.conflicts,
+        "kinds": kinds.kinds,
+        "intentional": kinds.intentional(),
+        "join": join,
         "current": sorted(current),
-        "at_head": len(heads) == 1 and sorted(current) == heads,
+        "at_head": sorted(current) == heads,
         "applied_heads": [h for h in heads if h in applied],
         "unapplied": [r for r in graph.order() if r not in applied],
         "revisions": len(graph.revisions),
@@ -259,22 +299,34 @@ def summarize(graph: RevisionGraph, current: Sequence[str]) -> dict[str, Any]:
 
 # --- planning a linearization ------------------------------------------------------------------------
 
-def plan_linearize(graph: RevisionGraph, current: Sequence[str], order: Sequence[str] | None = None
-                   ) -> LinearizePlan:
-    """Plan which `down_revision` links to change so one head remains; never move an applied revision.
+def plan_linearize(graph: RevisionGraph, current: Sequence[str], order: Sequence[str] | None = None,
+                   branches: Sequence[str] = ()) -> LinearizePlan:
+    """Plan which `down_revision` links to change so the conflicting heads become one; never move an applied
+    revision, never join intentional branches (labelled, own base) unless `branches` names them.
 
     With `order` ([a, b, c]) each listed revision after the first is put right after the one before it.
-    Without it the branch the database is on stays the trunk and each other branch is attached, root
-    first, after the trunk's head.
+    Without it the branch the database is on stays the trunk and each other branch of a conflict is
+    attached, root first, after the trunk's head.
     """
     heads = graph.heads()
     applied = graph.applied(current)
+    kinds = graph.kinds()
+    groups = [graph.heads_named(branches)] if branches else kinds.conflicts
     if order:
         plan = _plan_by_order(graph, [graph.resolve(str(i)) for i in order])
-    elif len(heads) < 2:
-        return LinearizePlan([], heads, heads[0] if heads else "", notes=[_one_head(graph, heads)])
+        if not branches:
+            _refuse_intentional(graph, kinds, plan)
+    elif not groups:
+        return LinearizePlan([], heads, heads[0] if len(heads) == 1 else "", notes=[_one_head(graph, heads, kinds)])
     else:
-        plan = _plan_default(graph, applied)
+        plan = LinearizePlan([], heads, "")
+        current_graph = graph
+        for group in groups:
+            part = _plan_default(current_graph, applied, group, allow_labels=bool(branches))
+            plan.moves += part.moves
+            plan.notes += part.notes
+            plan.trunk = plan.trunk or part.trunk
+            current_graph = current_graph.relinked({m.revision: m.new for m in part.moves})
     moved = [m.revision for m in plan.moves if m.revision in applied]
     if moved:
         raise GraphRefused(
@@ -282,18 +334,31 @@ def plan_linearize(graph: RevisionGraph, current: Sequence[str], order: Sequence
             f"(alembic_version: {', '.join(sorted(current))}); re-pointing an applied revision rewrites history "
             "the database already has. Run the alembic-merge-heads playbook instead")
     final = graph.relinked({m.revision: m.new for m in plan.moves})
-    if len(final.heads()) != 1:
-        raise GraphError(f"after these moves the graph would still have heads {', '.join(final.heads())}; "
+    left = final.kinds().conflicts
+    if left or (branches and len(set(final.heads()) & set(groups[0])) > 1):
+        raise GraphError(f"after these moves the heads {', '.join(final.heads())} would still conflict; "
                          "list every branch in `order`")
-    plan.head_after = final.heads()[0]
+    plan.head_after = ", ".join(final.heads())
     if not plan.moves:
-        plan.notes.append(_one_head(graph, heads))
+        plan.notes.append(_one_head(graph, heads, kinds))
     return plan
 
 
-def _one_head(graph: RevisionGraph, heads: list[str]) -> str:
+def _refuse_intentional(graph: RevisionGraph, kinds: HeadKinds, plan: LinearizePlan) -> None:
+    """Refuse an `order` that moves a revision of an intentional branch (`branches` must name it)."""
+    for move in plan.moves:
+        for head in kinds.intentional():
+            if kinds.kinds[head] != "main line" and move.revision in graph.ancestors(head):
+                raise GraphRefused(f"refusing to move {move.revision}: it is on the intentional branch of "
+                                   f"{kinds.why[head]}; name the branches to join with --var branches=...")
+
+
+def _one_head(graph: RevisionGraph, heads: list[str], kinds: HeadKinds | None = None) -> str:
     if not heads:
         return "nothing to do: no revisions"
+    if len(heads) > 1 and kinds is not None:
+        return (f"nothing to do: {len(heads)} heads, all intentional ({'; '.join(kinds.why[h] for h in heads)}); "
+                "name branches to join with --var branches=...")
     return f"nothing to do: one head, {graph.revisions[heads[0]].label()}"
 
 
@@ -310,8 +375,10 @@ def _plan_by_order(graph: RevisionGraph, order: list[str]) -> LinearizePlan:
     return LinearizePlan(moves, graph.heads(), "", notes=[f"order given: {' -> '.join(order)}"])
 
 
-def _plan_default(graph: RevisionGraph, applied: set[str]) -> LinearizePlan:
-    heads = graph.heads()
+def _plan_default(graph: RevisionGraph, applied: set[str], heads: list[str], *, allow_labels: bool = False
+                  ) -> LinearizePlan:
+    # Only what is applied on these heads' lines counts: intentional branches beside them may be applied.
+    applied = applied & set().union(*(graph.ancestors(h) for h in heads))
     candidates = [h for h in heads if applied <= graph.ancestors(h)]
     if not candidates:
         shared = _shared(graph, heads)
@@ -338,9 +405,9 @@ def _plan_default(graph: RevisionGraph, applied: set[str]) -> LinearizePlan:
             raise GraphError(f"the branch of {head} joins the rest at several points; "
                              "pass `order` to say where each revision goes, or merge the heads")
         labelled = sorted(r for r in segment if current.revisions[r].branch_labels)
-        if labelled:
-            raise GraphError(f"{', '.join(labelled)} carry branch_labels: these branches are meant to stay apart; "
-                             "merge the heads instead")
+        if labelled and not allow_labels:
+            raise GraphRefused(f"{', '.join(labelled)} carry branch_labels: these branches are meant to stay "
+                               "apart; name them with --var branches=... to join them anyway")
         rev = current.revisions[root]
         moves.append(Move(root, rev.path, rev.down_revisions, (tip,)))
         current = current.relinked({root: (tip,)})
@@ -425,17 +492,40 @@ def _backend_path(ctx: RunContext, path: str) -> str:
     return posixpath.join(workdir, path)
 
 
+def _resolve_resource(ctx: RunContext, location: str) -> str:
+    """Ask the backend's python where a package resource (`package:dir`) is, as Alembic finds it."""
+    from runbook.backend import split_manage
+
+    interpreter = split_manage(list(ctx.config.backend.manage))[0]
+    code = ("import importlib.resources as r, sys; p, _, d = sys.argv[1].partition(':'); "
+            "print(r.files(p).joinpath(d) if d else r.files(p))")
+    options = exec_options(ctx.config, "backend")
+    result = ctx.target.exec("backend", [*interpreter, "-c", code, location], env=options.env,
+                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
+    found = result.stdout.strip().splitlines()[-1:] if result.exit_code == 0 else []
+    if not found:
+        raise GraphError(f"cannot find the package resource {location} in the backend: "
+                         f"{(result.stderr.strip().splitlines() or ['?'])[-1]}",
+                         hint="pass versions_dir with the directory of the version files")
+    return found[0]
+
+
 def _versions_dirs(ctx: RunContext, args: dict[str, Any]) -> list[str]:
     if args.get("versions_dir"):
         return [_backend_path(ctx, str(args["versions_dir"]))]
-    ini = config_file(list(ctx.config.backend.alembic), args.get("config"))
+    alembic_argv = list(ctx.config.backend.alembic)
+    ini = config_file(alembic_argv, args.get("config"))
     try:
         text = ctx.target.read_file("backend", _backend_path(ctx, ini)).decode("utf-8")
     except FileNotFoundError:
         return [_backend_path(ctx, DEFAULT_VERSIONS_DIR)]
     except (OSError, UnicodeDecodeError) as exc:
         raise StepFailed(f"cannot read {ini} in backend: {exc}") from exc
-    return [_backend_path(ctx, d) for d in versions_dirs_from_ini(text, posixpath.dirname(ini) or ".")]
+    try:
+        config = read_config(text, ini, section=config_section(alembic_argv))
+    except AlembicConfigError as exc:
+        raise GraphError(str(exc)) from None
+    return [_backend_path(ctx, d) for d in config.versions_dirs(lambda loc: _resolve_resource(ctx, loc))]
 
 
 def _read_revisions(ctx: RunContext, args: dict[str, Any]) -> tuple[RevisionGraph, dict[str, str], list[str]]:
@@ -464,17 +554,27 @@ def _current(ctx: RunContext) -> list[str]:
 
 
 def _describe(graph: RevisionGraph, facts: dict[str, Any]) -> str:
+    kinds = graph.kinds()
     heads = ", ".join(graph.revisions[h].label() for h in facts["heads"])
-    lines = [f"{facts['count']} head{'s' if facts['count'] != 1 else ''}: {heads}",
-             f"database at: {', '.join(facts['current']) or 'nothing applied (no alembic_version rows)'}"]
+    lines = [f"{facts['count']} head{'s' if facts['count'] != 1 else ''}: {heads}"]
+    if facts["count"] > 1:
+        lines += [f"  {kinds.why[h]}" for h in facts["heads"]]
+    lines.append(f"database at: {', '.join(facts['current']) or 'nothing applied (no alembic_version rows)'}")
     if facts["unapplied"]:
         lines.append(f"not applied: {', '.join(facts['unapplied'])}")
     return "\n".join(lines) + "\n"
 
 
+def _branches(args: dict[str, Any]) -> list[str]:
+    value = args.get("branches") or []
+    if isinstance(value, str):
+        value = re.split(r"[\s,]+", value)
+    return [str(v) for v in value if str(v).strip()]
+
+
 @action("alembic.heads")
 def heads(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
-    """Report the heads of the version files and where the database is; check with `expect: json:`."""
+    """Report the heads of the version files, their kinds and where the database is; check with `expect: json:`."""
     graph, _, _ = _read_revisions(ctx, args)
     facts = summarize(graph, _current(ctx))
     return ActionResult(0, _describe(graph, facts), data=facts)
@@ -482,25 +582,86 @@ def heads(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 
 @action("alembic.merge-needed")
 def merge_needed(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
-    """Say whether there is more than one head (`needed`); exit 0 either way, so later steps can use `when:`."""
+    """Say whether heads conflict, or `branches` names heads to join (`needed`); exit 0 either way."""
     graph, _, _ = _read_revisions(ctx, args)
-    facts = summarize(graph, _current(ctx))
-    facts["needed"] = facts["multiple_heads"]
-    verdict = ("several heads: a repair is needed\n" if facts["needed"]
-               else f"{_one_head(graph, facts['heads'])}; the repair steps are skipped\n")
+    facts = summarize(graph, _current(ctx), _branches(args))
+    facts["needed"] = bool(facts["join"])
+    if facts["needed"]:
+        verdict = "".join(f"to join: {', '.join(group)}\n" for group in facts["join"])
+        if facts["intentional"] and not _branches(args):
+            verdict += f"never joined (intentional): {', '.join(facts['intentional'])}\n"
+        if args.get("preview") == "linearize":
+            verdict += _preview_linearize(graph, facts["current"], args)
+    else:
+        verdict = f"{_one_head(graph, facts['heads'], graph.kinds())}; the repair steps are skipped\n"
     return ActionResult(0, _describe(graph, facts) + verdict, data=facts)
+
+
+def _preview_linearize(graph: RevisionGraph, current: Sequence[str], args: dict[str, Any]) -> str:
+    """Say, before any file changes, which revisions linearize will move and what other databases need."""
+    order = args.get("order") or []
+    if isinstance(order, str):
+        order = [part for part in re.split(r"[\s,]+", order) if part]
+    try:
+        plan = plan_linearize(graph, current, order, _branches(args))
+    except GraphError as exc:
+        return f"linearize will refuse: {exc}\n"
+    if not plan.moves:
+        return ""
+    final = graph.relinked({m.revision: m.new for m in plan.moves})
+    return "plan: " + "\nplan: ".join(other_databases(graph, plan.moves, final.heads())) + "\n"
+
+
+@action("alembic.merge")
+def merge(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
+    """Write one merge revision per group of heads to join (`alembic merge -m MESSAGE HEAD...`)."""
+    graph, _, _ = _read_revisions(ctx, args)
+    facts = summarize(graph, _current(ctx), _branches(args))
+    message = str(args.get("message") or "merge heads")
+    options = exec_options(ctx.config, "backend")
+    out, merged = [], []
+    for group in facts["join"]:
+        argv = [*ctx.config.backend.alembic, "merge", "-m", message, *group]
+        result = ctx.target.exec("backend", argv, env=options.env, workdir=options.workdir, user=options.user,
+                                 timeout=ctx.config.step_timeout)
+        out.append(f"$ alembic merge -m {message!r} {' '.join(group)}\n{result.stdout}{result.stderr}")
+        if result.exit_code != 0:
+            return ActionResult(result.exit_code, "".join(out), data={"merged": merged})
+        merged.append(group)
+    if facts["intentional"] and not _branches(args):
+        out.append(f"left alone (intentional): {', '.join(facts['intentional'])}\n")
+    return ActionResult(0, "".join(out), data={"merged": merged})
+
+
+def other_databases(graph: RevisionGraph, moves: Sequence[Move], head_after: Sequence[str]) -> list[str]:
+    """Say which revisions a linearization moves, and how another database that applied them is stamped."""
+    final = graph.relinked({m.revision: m.new for m in moves})
+    lines = [f"re-points down_revision of {', '.join(m.revision for m in moves)} (applied nowhere in this database)"]
+    for move in moves:
+        tips = [h for h in head_after if move.revision in final.ancestors(h)] or [move.revision]
+        # The revisions that came along with the moved one: its line up to the head, as they were.
+        line = [r for r in graph.order() if move.revision in graph.ancestors(r) and r in final.ancestors(tips[0])]
+        new = ", ".join(move.new)
+        later = (f" (if it stopped earlier on {', '.join(line)}, name the last of them it applied instead)"
+                 if len(line) > 1 else "")
+        lines.append(
+            f"any other database (staging, production, a colleague's) that applied {move.revision} has it "
+            f"below {', '.join(move.old) or 'base'}, not below {new}: once it has applied {new} too, stamp it "
+            f"with `alembic stamp --purge {' '.join(tips)}`{later}; if it has not, repair that database with "
+            "alembic-merge-heads instead of this rewrite")
+    return lines
 
 
 @action("alembic.linearize")
 def linearize(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
-    """Re-point `down_revision` of revisions no database has applied, so the files form one line."""
+    """Re-point `down_revision` of revisions no database has applied, so the conflicting heads form one line."""
     order = args.get("order") or []
     if isinstance(order, str):
         order = [part for part in re.split(r"[\s,]+", order) if part]
     graph, texts, _ = _read_revisions(ctx, args)
     current = _current(ctx)
     try:
-        plan = plan_linearize(graph, current, order)
+        plan = plan_linearize(graph, current, order, _branches(args))
     except GraphRefused as exc:
         return ActionResult(2, "", f"{exc}\n", data={"changed": False}, problems=[f"refused: {exc}"], refused=True)
     out = [f"heads before: {', '.join(plan.heads_before)}", *plan.notes]
@@ -510,8 +671,10 @@ def linearize(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     # Every new text is parsed back and the graph rebuilt before any file is written.
     rewritten = {m.path: rewrite_down_revision(texts[m.path], m.new, m.path) for m in plan.moves}
     check = RevisionGraph(_reparse(rewritten.get(path, text), path) for path, text in texts.items())
-    if check.heads() != [plan.head_after]:
+    if ", ".join(check.heads()) != plan.head_after:
         raise GraphError(f"rewriting the files would give heads {', '.join(check.heads())}, not {plan.head_after}")
+    data["other_databases"] = other_databases(graph, plan.moves, check.heads())
+    out += data["other_databases"]
     diffs = []
     for move in plan.moves:
         try:
@@ -526,7 +689,7 @@ def linearize(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                               "new": list(move.new)})
     applied = graph.applied(current)
     pending = [r for r in check.order() if r not in applied]
-    out.append(f"one head now: {plan.head_after}; `alembic upgrade head` applies {', '.join(pending)}")
+    out.append(f"heads now: {plan.head_after}; `alembic upgrade heads` applies {', '.join(pending)}")
     data["to_apply"] = pending
     return ActionResult(0, "\n".join(out) + "\n\n" + "".join(diffs), data=data)
 
@@ -585,8 +748,9 @@ def plan_stamp_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     refusals = []
     if not unknown:
         refusals.append(f"alembic_version ({', '.join(current) or 'empty'}) names no unknown revision")
-    if len(scripts.heads) != 1:
-        refusals.append(f"the files have {len(scripts.heads)} heads; merge or linearize them first")
+    conflicts = scripts.kinds().conflicts
+    if conflicts:
+        refusals.append(f"heads {', '.join(conflicts[0])} conflict; merge or linearize them first")
     diffs, error = scripts.raw.get("schema_diffs"), scripts.raw.get("compare_error")
     if error:
         refusals.append(f"cannot compare the schema with the models: {error}")
@@ -599,7 +763,7 @@ def plan_stamp_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         text = "\n".join([*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]) + "\n"
         return ActionResult(2, text, data={"needed": False}, problems=[f"refused: {r}" for r in refusals],
                             refused=True)
-    lines.append(f"the live schema matches the models exactly: stamping {scripts.heads[0]} in place of "
+    lines.append(f"the live schema matches the models exactly: stamping {', '.join(scripts.heads)} in place of "
                  f"{', '.join(unknown)}")
-    return ActionResult(0, "\n".join(lines) + "\n", data={"needed": True, "head": scripts.heads[0],
+    return ActionResult(0, "\n".join(lines) + "\n", data={"needed": True, "head": ", ".join(scripts.heads),
                                                           "unknown": unknown})

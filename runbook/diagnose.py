@@ -255,15 +255,27 @@ def alembic_findings(scripts: alembic.AlembicScripts, current: list[str] | None)
     if redundant:
         findings.append(_fix(2, "alembic-redundant-rows", "alembic_version holds a revision and its ancestor",
                              [f"{a} is an ancestor of {b}" for a, b in redundant], "alembic-prune-versions"))
-    if len(scripts.heads) > 1:
-        applied_heads = [h for h in scripts.heads if any(h == row or h in scripts.ancestors(row) for row in current)]
-        on_one_branch = len([h for h in scripts.heads
-                             if any(row == h or row in scripts.ancestors(h) for row in current)]) <= 1
-        playbook = "alembic-linearize" if on_one_branch and len(current) <= 1 else "alembic-merge-heads"
-        findings.append(_fix(1, "alembic-multiple-heads", f"{len(scripts.heads)} head revisions",
-                             alembic.head_problems(scripts) + [f"the database is at {', '.join(current) or 'base'}"]
-                             + ([f"applied heads: {', '.join(applied_heads)}"] if applied_heads else []), playbook))
+    kinds = scripts.kinds()
+    applied = scripts.applied(current)
+    left_alone = [f"left alone: {kinds.why[h]}" for h in kinds.intentional()]
+    for index, group in enumerate(kinds.conflicts):
+        shared = kinds.shared.get(index, [])
+        below = set(shared) | {a for r in shared for a in scripts.ancestors(r)}
+        # The branches of the group the database has revisions on, above what the heads share.
+        on = [h for h in group if ({h} | scripts.ancestors(h)) - below & applied]
+        playbook = "alembic-linearize" if len(on) <= 1 else "alembic-merge-heads"
+        evidence = [kinds.why[h] + f" ({_head_file(scripts, h)})" for h in group]
+        evidence.append(f"the database is at {', '.join(current) or 'base'}"
+                        + (f"; applied branches: {', '.join(on)}" if on else ""))
+        findings.append(_fix(1, "alembic-multiple-heads",
+                             f"{len(group)} heads conflict: {', '.join(group)} revise {', '.join(shared)} "
+                             "and carry no branch label", evidence + left_alone, playbook))
     return sorted(findings, key=lambda f: f.severity)
+
+
+def _head_file(scripts: alembic.AlembicScripts, head: str) -> str:
+    rev = scripts.find(head)
+    return rev.path if rev is not None and rev.path else "no file"
 
 
 DETECT = """import os, sys

@@ -13,7 +13,6 @@ exported transaction snapshot, so the manifest describes exactly what the dump h
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import hashlib
 import io
@@ -32,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from runbook.alembic_config import read_config
 from runbook.config import Config
 from runbook.database import HISTORY_QUERIES, Database
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError, SnapshotFailed
@@ -265,16 +265,8 @@ def file_patterns(target: Target, root: str, extra: list[str]) -> list[str]:
     except RunbookError:
         ini = None
     if ini is not None:
-        parser = configparser.ConfigParser(defaults={"here": root})
-        with contextlib.suppress(configparser.Error):
-            parser.read_string(ini)
-        locations = []
-        with contextlib.suppress(configparser.Error):
-            locations.append(posixpath.join(parser.get("alembic", "script_location", fallback="alembic"),
-                                            "versions"))
-            locations += re.split(r"[\s,]+", parser.get("alembic", "version_locations", fallback="").strip())
-        for location in filter(None, locations):
-            if ":" not in location:  # `package:dir` lives in site-packages, not in the project
+        with contextlib.suppress(RunbookError):
+            for location in read_config(ini, workdir=root).versions_dirs():
                 relative = posixpath.relpath(posixpath.join(root, location), root)
                 patterns.append(posixpath.join(relative, "*.py"))
     return list(dict.fromkeys([*patterns, *extra]))

@@ -2,7 +2,7 @@
 
 Shipped as package data and run by the BACKEND's python, never imported by runbook:
 
-    python -c "$(cat alembic_inspect.py)" [--config alembic.ini] [--compare] [--compress]
+    python -c "$(cat alembic_inspect.py)" [--config alembic.ini] [--name alembic] [--compare] [--compress]
 
 Reads the revision scripts through alembic's ScriptDirectory (runbook reads alembic_version itself); with
 --compare, runs env.py to compare the live schema with its target_metadata (read only).
@@ -29,16 +29,21 @@ def as_list(value):
     return [value] if isinstance(value, str) else list(value)
 
 
-def inspect(config_path):
+def load_config(config_path, section="alembic"):
+    from alembic.config import Config
+
+    return Config(config_path, ini_section=section)
+
+
+def inspect(config_path, section="alembic"):
     try:
-        from alembic.config import Config
         from alembic.script import ScriptDirectory
     except ImportError as exc:
         fail(5, f"alembic is not importable by {sys.executable}: {exc}")
     if not os.path.isfile(config_path):
         fail(2, f"{config_path} not found in {os.getcwd()}")
     try:
-        script = ScriptDirectory.from_config(Config(config_path))
+        script = ScriptDirectory.from_config(load_config(config_path, section))
         heads = sorted(script.get_heads())
     except Exception as exc:
         fail(2, f"alembic cannot read the scripts of {config_path}: {type(exc).__name__}: {exc}")
@@ -48,16 +53,24 @@ def inspect(config_path):
             revisions.append({
                 "revision": rev.revision, "down_revision": as_list(rev.down_revision),
                 "branch_labels": sorted(rev.branch_labels or ()), "is_head": rev.revision in heads,
+                # Declared in this file (branch_labels above also holds those inherited from below).
+                "declared_labels": sorted(getattr(rev, "_orig_branch_labels", None) or ()),
+                # Resolved to revision ids (depends_on may name a branch label).
+                "depends_on": sorted(getattr(rev, "_resolved_dependencies", None) or ()),
                 "path": os.path.relpath(rev.path) if rev.path else None, "doc": rev.doc or "",
             })
     except Exception as exc:  # a cycle or a down_revision that names no script
         error = f"{type(exc).__name__}: {exc}"
+    try:
+        locations = [str(p) for p in script._version_locations]
+    except Exception:  # a private attribute: only informative
+        locations = []
     return {"format": FORMAT, "framework": "alembic", "config": config_path, "script_location": script.dir,
-            "heads": heads,
+            "heads": heads, "version_locations": locations,
             "revisions": revisions, "error": error}
 
 
-def compare(config_path):
+def compare(config_path, section="alembic"):
     """Return the differences between the live schema and env.py's target_metadata, or None without one.
 
     Runs env.py the way `alembic check` does, but with a work function that compares and returns no step:
@@ -65,11 +78,10 @@ def compare(config_path):
     revision. Returns (differences, error).
     """
     from alembic.autogenerate import compare_metadata
-    from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
-    config = Config(config_path)
+    config = load_config(config_path, section)
     script = ScriptDirectory.from_config(config)
     found = {}
 
@@ -92,12 +104,13 @@ def compare(config_path):
 def main(argv):
     parser = argparse.ArgumentParser(prog="runbook-alembic-inspect")
     parser.add_argument("--config", default="alembic.ini")
+    parser.add_argument("--name", default="alembic", help="the section of the ini file")
     parser.add_argument("--compress", action="store_true")
     parser.add_argument("--compare", action="store_true", help="compare the live schema with the models")
     args = parser.parse_args(argv)
-    document = inspect(args.config)
+    document = inspect(args.config, args.name)
     if args.compare:
-        document["schema_diffs"], document["compare_error"] = compare(args.config)
+        document["schema_diffs"], document["compare_error"] = compare(args.config, args.name)
     text = json.dumps(document, sort_keys=True, default=str)
     if args.compress:
         import base64

@@ -166,7 +166,10 @@ def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbo
     assert record["status"] == "done"
     _branch_applied(record)
     assert record["snapshot"]
+    # Before the rewrite: what moves, and the stamp line for a database that applied the moved branch.
+    assert proc.stdout.index("plan: re-points down_revision of file_doc_mgmt_001") < proc.stdout.index("moved ")
     for text in (proc.stdout, markdown):
+        assert "any other database" in text and "`alembic stamp --purge 8d4f5a6b7c89`" in text
         assert "-down_revision = '2dd19a2d0626'" in text
         assert "+down_revision = '5a1c2e3d4f56'" in text
         assert "+Revises: 5a1c2e3d4f56" in text

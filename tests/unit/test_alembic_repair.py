@@ -106,16 +106,16 @@ def test_the_sample_project_has_the_conflict_of_the_guide() -> None:
         ("[alembic]\nscript_location = a\nversion_locations = v1:v2\npath_separator = os\n", ".", ["v1", "v2"]),
         ("[alembic]\nscript_location = a\nversion_locations = v1;v2\nversion_path_separator = ;\n", ".",
          ["v1", "v2"]),
-        ("[other]\nx = 1\n", ".", ["alembic/versions"]),
+        ("[alembic]\nscript_location = myapp.db:migrations\n", ".", ["myapp/db/migrations/versions"]),
     ],
 )
 def test_versions_dirs_from_ini(text: str, here: str, expected: list[str]) -> None:
     assert versions_dirs_from_ini(text, here) == expected
 
 
-def test_versions_dirs_refuse_a_package_location() -> None:
-    with pytest.raises(GraphError, match="pass versions_dir"):
-        versions_dirs_from_ini("[alembic]\nscript_location = myapp:migrations\n")
+def test_versions_dirs_refuse_an_ini_without_alembic() -> None:
+    with pytest.raises(GraphError, match=r"has no \[alembic\] section"):
+        versions_dirs_from_ini("[other]\nx = 1\n")
     with pytest.raises(GraphError, match="cannot read alembic.ini"):
         versions_dirs_from_ini("no section header\n")
 
@@ -206,15 +206,22 @@ def test_three_heads_become_one_line() -> None:
     assert plan.head_after == "c"
 
 
-def test_a_second_base_is_attached_too() -> None:
-    plan = plan_linearize(graph(("a", None), ("b", "a"), ("x", None)), ["b"])
+def test_a_second_base_is_intentional_unless_branches_names_it() -> None:
+    g = graph(("a", None), ("b", "a"), ("x", None))
+    plan = plan_linearize(g, ["b", "x"])
+    assert plan.moves == [] and "all intentional" in plan.notes[0]
+    assert "x: intentional: on its own base x" in plan.notes[0]
+    plan = plan_linearize(g, ["b"], branches=["b", "x"])
     assert [(m.revision, m.old, m.new) for m in plan.moves] == [("x", (), ("b",))]
 
 
 def test_named_branches_are_left_alone() -> None:
     g = RevisionGraph([Revision("a"), Revision("b", ("a",)), Revision("c", ("a",), branch_labels=("reports",))])
-    with pytest.raises(GraphError, match="branch_labels"):
-        plan_linearize(g, ["b"])
+    assert plan_linearize(g, ["b"]).moves == []
+    with pytest.raises(GraphError, match="on the intentional branch"):
+        plan_linearize(g, ["b"], order=["b", "c"])
+    plan = plan_linearize(g, ["b"], branches=["reports", "b"])
+    assert [(m.revision, m.new) for m in plan.moves] == [("c", ("b",))]
 
 
 def test_a_branch_that_joins_twice_needs_an_order() -> None:
@@ -253,7 +260,7 @@ def test_an_order_never_moves_an_applied_revision() -> None:
         (["5a1c2e3d4f56"], "at least two"),
         (["5a1c2e3d4f56", "file_doc_mgmt_001", "5a1c2e3d4f56"], "twice"),
         (["7c3e4f5a6b78", "nope"], "no revision 'nope'"),
-        (["137b19ac6ef3", "file_doc_mgmt_001"], "would still have heads"),
+        (["137b19ac6ef3", "file_doc_mgmt_001"], "would still conflict"),
         (["file_doc_mgmt_001", "2dd19a2d0626"], "refusing to move 2dd19a2d0626"),
     ],
 )

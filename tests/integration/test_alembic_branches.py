@@ -1,0 +1,195 @@
+"""End to end: Alembic branches that are meant (issue 15) on the ledger sample in a real Compose stack.
+
+The stack `alembrbranches` (db on 127.0.0.1:25850, database `ledger`) mounts a private copy of
+tests/projects/ledger at /srv/app: a main line, `reporting` (a named branch forked from it), and `audit`
+(a base of its own in a second version location, `audit_versions/`, whose second revision
+depends_on the main line). After `alembic upgrade heads` the project is healthy with three heads.
+A conflict is made on the audit branch only: a9c8d7e6f5a4 revises a1b2c3d4e5f6, as a1b2c3d4e5f7 does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from diagnosis import database_state, diagnose_then_run_its_line, table_rows
+from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LEDGER = REPO / "tests" / "projects" / "ledger"
+PROJECT = "alembrbranches"
+DB_PORT = 25850
+DB = db_settings(DB_PORT, "ledger")
+HEADS = ["1000aaaa0002", "2000bbbb0001", "a1b2c3d4e5f7"]
+CONFLICT = "audit_versions/a9c8d7e6f5a4_create_audit_notes.py"
+CONFLICT_TEXT = '''"""create audit notes (a second child of a1b2c3d4e5f6: the conflict)
+
+Revision ID: a9c8d7e6f5a4
+Revises: a1b2c3d4e5f6
+Create Date: 2026-12-01 09:00:00.000000
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = 'a9c8d7e6f5a4'
+down_revision = 'a1b2c3d4e5f6'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("audit_notes", sa.Column("id", sa.Integer(), primary_key=True),
+                    sa.Column("note", sa.String(200), nullable=False))
+
+
+def downgrade():
+    op.drop_table("audit_notes")
+'''
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Path]:
+    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT, LEDGER, "ledger") as directory:
+        yield directory
+
+
+def _in_backend(*argv: str) -> str:
+    code, (out, err) = service_container(PROJECT, "backend").exec_run(list(argv), workdir="/srv/app", demux=True)
+    assert code == 0, f"{argv}: {(out or b'').decode()}{(err or b'').decode()}"
+    return (out or b"").decode()
+
+
+def _reset(directory: Path) -> None:
+    empty_database(DB)
+    shutil.rmtree(directory / ".runbook", ignore_errors=True)
+    reset_app(directory, LEDGER)
+
+
+def _files(directory: Path) -> dict[str, str]:
+    app = directory / "app"
+    return {str(p.relative_to(app)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted([*app.glob("migrations/versions/*.py"), *app.glob("audit_versions/*.py")])}
+
+
+def _rows() -> list[str]:
+    with psycopg.connect(**DB) as conn:
+        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version ORDER BY 1")]
+
+
+def _heads() -> list[str]:
+    return sorted(line.split()[0] for line in _in_backend("alembic", "heads").splitlines() if line.strip())
+
+
+def _healthy(cli: list[str], directory: Path) -> None:
+    proc = run_cli(cli, directory, "diagnose", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["findings"] == [], proc.stdout + proc.stderr
+
+
+def _report(directory: Path, playbook: str) -> tuple[dict, str]:
+    [record] = (directory / ".runbook" / "reports").glob(f"*-{playbook}.json")
+    return json.loads(record.read_text()), record.with_suffix(".md").read_text()
+
+
+def _with_conflict(directory: Path, *, applied: bool) -> dict[str, str]:
+    """Healthy at all three heads, then the conflicting audit revision (applied too when `applied`)."""
+    _reset(directory)
+    _in_backend("alembic", "upgrade", "heads")
+    with psycopg.connect(**DB) as conn:
+        conn.execute("INSERT INTO accounts (name) VALUES ('cash'), ('bank')")
+        conn.execute("INSERT INTO audit_log (event, account_id) VALUES ('opened', 1)")
+    (directory / "app" / CONFLICT).write_text(CONFLICT_TEXT)
+    if applied:
+        _in_backend("alembic", "upgrade", "heads")
+    return _files(directory)
+
+
+def test_intentional_heads_are_healthy_and_never_merged(stack: Path, runbook_cli: list[str]) -> None:
+    _reset(stack)
+    _in_backend("alembic", "upgrade", "heads")
+    assert _heads() == HEADS and _rows() == HEADS
+    files, state = _files(stack), database_state(DB)
+
+    _healthy(runbook_cli, stack)
+    human = run_cli(runbook_cli, stack, "diagnose")
+    assert human.returncode == 0, human.stdout + human.stderr
+    for playbook in ("alembic-merge-heads", "alembic-linearize"):
+        proc = run_cli(runbook_cli, stack, "run", playbook, "--yes")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "nothing to do" in proc.stdout
+    assert _files(stack) == files and _rows() == HEADS and database_state(DB) == state
+    shown = run_cli(runbook_cli, stack, "show", "alembic-merge-heads")
+    assert "What it never merges" in shown.stdout and "own base" in shown.stdout
+
+
+def test_a_conflict_on_the_audit_branch_is_linearized_without_touching_the_others(
+        stack: Path, runbook_cli: list[str]) -> None:
+    files = _with_conflict(stack, applied=False)
+    data = table_rows(DB)
+    found = run_cli(runbook_cli, stack, "diagnose", "--json")
+    [finding] = json.loads(found.stdout)["findings"]
+    assert finding["title"] == ("2 heads conflict: a1b2c3d4e5f7, a9c8d7e6f5a4 revise a1b2c3d4e5f6 "
+                                "and carry no branch label"), finding
+    assert any(e.startswith("left alone: 2000bbbb0001: intentional: labelled branch reporting")
+               for e in finding["evidence"])
+
+    proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
+                                      "runbook run alembic-linearize --yes")
+    assert "plan: re-points down_revision of a9c8d7e6f5a4" in proc.stdout
+    assert "`alembic stamp --purge a9c8d7e6f5a4`" in proc.stdout
+    after = _files(stack)
+    assert {k for k in after if after[k] != files.get(k)} == {CONFLICT}
+    assert "down_revision = 'a1b2c3d4e5f7'\n" in (stack / "app" / CONFLICT).read_text()
+    assert _heads() == ["1000aaaa0002", "2000bbbb0001", "a9c8d7e6f5a4"]
+    assert _rows() == ["1000aaaa0002", "2000bbbb0001", "a9c8d7e6f5a4"]
+    assert {t: rows for t, rows in table_rows(DB).items() if t in data} == data
+    record, markdown = _report(stack, "alembic-linearize")
+    assert record["status"] == "done"
+    assert "any other database" in markdown and "alembic stamp --purge a9c8d7e6f5a4" in markdown
+    _healthy(runbook_cli, stack)
+
+
+def test_a_conflict_applied_on_both_sides_is_merged_alone(stack: Path, runbook_cli: list[str]) -> None:
+    files = _with_conflict(stack, applied=True)
+    assert _rows() == ["1000aaaa0002", "2000bbbb0001", "a1b2c3d4e5f7", "a9c8d7e6f5a4"]
+    data = table_rows(DB)
+
+    diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
+                               "runbook run alembic-merge-heads --yes")
+    after = _files(stack)
+    [merge] = set(after) - set(files)
+    assert {k: v for k, v in after.items() if k != merge} == files
+    text = (stack / "app" / merge).read_text()
+    assert "'a1b2c3d4e5f7'" in text and "'a9c8d7e6f5a4'" in text
+    assert "1000aaaa0002" not in text and "2000bbbb0001" not in text
+    revision = Path(merge).name.split("_", 1)[0]
+    assert _heads() == sorted(["1000aaaa0002", "2000bbbb0001", revision])
+    assert _rows() == sorted(["1000aaaa0002", "2000bbbb0001", revision])
+    assert table_rows(DB) == data
+    _healthy(runbook_cli, stack)
+
+
+def test_branches_names_intentional_heads_to_join(stack: Path, runbook_cli: list[str]) -> None:
+    """With a conflict on audit, `--var branches=audit,reporting` also joins the reporting branch; main stays."""
+    files = _with_conflict(stack, applied=False)
+    proc = run_cli(runbook_cli, stack, "run", "alembic-merge-heads", "--var", "branches=audit,reporting", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, markdown = _report(stack, "alembic-merge-heads")
+    assert "to join: a1b2c3d4e5f7, a9c8d7e6f5a4, 2000bbbb0001" in markdown  # in the order named
+    after = _files(stack)
+    [merge] = set(after) - set(files)
+    text = (stack / "app" / merge).read_text()
+    assert all(f"'{h}'" in text for h in ("2000bbbb0001", "a1b2c3d4e5f7", "a9c8d7e6f5a4"))
+    assert "1000aaaa0002" not in text
+    revision = Path(merge).name.split("_", 1)[0]
+    assert _heads() == sorted(["1000aaaa0002", revision]) and _rows() == sorted(["1000aaaa0002", revision])
+    _healthy(runbook_cli, stack)
