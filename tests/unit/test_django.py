@@ -301,7 +301,7 @@ def test_alembic_config_file_follows_the_configured_command() -> None:
 def test_alembic_heads_and_current() -> None:
     two = _scripts(["b1", "b2"], [("a", []), ("b1", ["a"]), ("b2", ["a"])])
     assert alembic.head_problems(two) == [
-        "2 heads: b1 (down_revision a, versions/b1.py); b2 (down_revision a, versions/b2.py)"]
+        "2 heads that conflict: b1 (down_revision a, versions/b1.py); b2 (down_revision a, versions/b2.py)"]
     one = _scripts(["c"], [("a", []), ("b", ["a"]), ("c", ["b"])])
     assert alembic.head_problems(one) == []
     assert alembic.at_head_problems(one, ["c"]) == []
