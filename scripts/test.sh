@@ -24,6 +24,9 @@ bash scripts/setup-venv.sh "$VENV" >/dev/null
 step "ruff"
 "$VENV/bin/ruff" check runbook tests scripts
 
+step "import-linter: the layers import only downwards"
+"$VENV/bin/lint-imports"
+
 step "pytest"
 export RUNBOOK_TEST_PG_PORT=25431
 exec "$VENV/bin/pytest" -p no:cacheprovider "$@"

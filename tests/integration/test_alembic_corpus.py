@@ -28,7 +28,7 @@ import pytest
 from diagnosis import diagnose_then_run_its_line
 from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
 
-from runbook.alembic_repair import RevisionGraph, parse_revision
+from runbook.frameworks.alembic.repair import RevisionGraph, parse_revision
 
 pytestmark = pytest.mark.integration
 

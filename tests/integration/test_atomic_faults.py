@@ -3,7 +3,7 @@ or SIGTERM at every step boundary, or in the middle of a step that deletes files
 and leaves the history rows and migration files identical to before (sha256) and the data rows unchanged.
 The db container killed during a step: exit 1 or 4, one line, a report, and the files put back.
 
-The run is stopped at a known moment by the test-only hook of runbook/faults.py: with
+The run is stopped at a known moment by the test-only hook of runbook/engine/faults.py: with
 RUNBOOK_TEST_PAUSE_AT=<event> it writes a marker file there and waits for the signal.
 """
 

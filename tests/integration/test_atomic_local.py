@@ -204,7 +204,7 @@ def test_failed_verification_keeps_the_changes_and_restore_only_puts_history_and
 
 
 def test_a_reconnection_takes_the_advisory_lock_again_or_fails(fresh_db):
-    from runbook.database import ADVISORY_LOCK, Database
+    from runbook.database.postgres import ADVISORY_LOCK, Database
     from runbook.errors import EnvironmentNotReady, LockHeld
     from runbook.targets.base import DatabaseSettings
 
@@ -255,9 +255,9 @@ def test_a_signal_with_rollback_on_failure_restores_the_data_too(tmp_path, fresh
 
 def test_the_psql_path_holds_its_lock_in_one_long_lived_session(tmp_path, fresh_db, monkeypatch):
     from runbook.config import Config
-    from runbook.database import ADVISORY_LOCK, Database
+    from runbook.database.postgres import ADVISORY_LOCK, Database
+    from runbook.database.psql import PsqlDatabase
     from runbook.errors import LockHeld
-    from runbook.psql import PsqlDatabase
     from runbook.targets.base import DatabaseSettings
     from runbook.targets.local import LocalTarget
 
@@ -291,13 +291,13 @@ def test_the_psql_path_holds_its_lock_in_one_long_lived_session(tmp_path, fresh_
 def test_the_psql_lock_ends_when_the_run_is_killed(tmp_path, fresh_db):
     import sys
 
-    from runbook.database import ADVISORY_LOCK
+    from runbook.database.postgres import ADVISORY_LOCK
 
     script = f"""
 import os, signal, sys
 from pathlib import Path
 from runbook.config import Config
-from runbook.psql import PsqlDatabase
+from runbook.database.psql import PsqlDatabase
 from runbook.targets.base import DatabaseSettings
 from runbook.targets.local import LocalTarget
 settings = DatabaseSettings(host={fresh_db['host']!r}, port={fresh_db['port']}, user={fresh_db['user']!r},

@@ -18,7 +18,7 @@ import docker
 import pytest
 import yaml
 
-from runbook.psql import compose_client_side, parse_csv_output
+from runbook.database.psql import compose_client_side, parse_csv_output
 
 pytestmark = pytest.mark.integration
 

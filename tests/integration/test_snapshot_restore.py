@@ -282,7 +282,7 @@ def test_restore_without_yes_and_no_terminal_is_refused(seeded: Path, runbook_cl
 
 
 def test_restore_waits_for_no_run_it_takes_the_run_lock(seeded: Path, runbook_cli: list[str]) -> None:
-    from runbook.lock import RunLock
+    from runbook.artifacts.lock import RunLock
 
     snapshot_id = take(runbook_cli, seeded)
     execute("DELETE FROM extra_event WHERE id > 100")
