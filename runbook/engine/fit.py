@@ -25,11 +25,18 @@ class Fit:
     inspection: Any = None
 
 
-def decide(name: str, framework: str, wanted_framework: str, fits: list[str], findings: list[Finding]) -> Fit:
-    """Say whether a playbook repairing `fits` kinds fits these findings; pure."""
+def decide(name: str, framework: str, wanted_framework: str, fits: list[str], findings: list[Finding],
+           given: list[str] | None = None) -> Fit:
+    """Say whether a playbook repairing `fits` kinds fits these findings; pure.
+
+    `given` names the playbook's `fits_when_given` variables that have a value: the user asked for the
+    repair explicitly (e.g. `--var branches=audit,main` joins intentional branches diagnose calls healthy).
+    """
     if wanted_framework not in ("any", framework):
         return Fit("refused", f"refused: {name} is a {wanted_framework} playbook but the backend is a "
                               f"{framework} project; run `runbook diagnose` for the line that fits")
+    if given:
+        return Fit("fits", f"fits: asked for with --var {', '.join(given)}", findings)
     relevant = [f for f in findings if f.kind in fits]
     if relevant:
         return Fit("fits", f"fits: {relevant[0].title}", findings)
@@ -49,6 +56,7 @@ def check_fit(playbook: Playbook, ctx: RunContext) -> Fit | None:
     from runbook.frameworks.diagnose import diagnose
 
     framework, findings, inspection = diagnose(ctx)
-    fit = decide(playbook.name, framework, playbook.framework, list(playbook.fits), findings)
+    given = [name for name in playbook.fits_when_given if ctx.variables.get(name) not in (None, "", [])]
+    fit = decide(playbook.name, framework, playbook.framework, list(playbook.fits), findings, given)
     fit.inspection = inspection
     return fit

@@ -148,6 +148,8 @@ class Playbook(_Strict):
     framework: Literal["django", "alembic", "any"] = "any"
     # The `runbook diagnose` finding kinds this playbook repairs, checked before the snapshot; any: no check.
     fits: list[str] | Literal["any"] = "any"
+    # Variables that, given a value, ask for the repair whatever diagnose finds: the steps check the request.
+    fits_when_given: list[str] = Field(default_factory=list)
     destructive: bool = False
     variables: dict[str, Variable] = Field(default_factory=dict)
     snapshot: Snapshot = Field(default_factory=Snapshot)
@@ -173,6 +175,13 @@ class Playbook(_Strict):
             if not key.isidentifier():
                 raise ValueError(f"variable name {key!r} is not a valid identifier")
         return value
+
+    @model_validator(mode="after")
+    def _fits_when_given_are_variables(self) -> Playbook:
+        unknown = [name for name in self.fits_when_given if name not in self.variables]
+        if unknown:
+            raise ValueError(f"fits_when_given names {', '.join(unknown)}, which are not variables of the playbook")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Playbook:

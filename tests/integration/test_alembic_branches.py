@@ -193,3 +193,20 @@ def test_branches_names_intentional_heads_to_join(stack: Path, runbook_cli: list
     revision = Path(merge).name.split("_", 1)[0]
     assert _heads() == sorted(["1000aaaa0002", revision]) and _rows() == sorted(["1000aaaa0002", revision])
     _healthy(runbook_cli, stack)
+
+
+def test_branches_joins_intentional_heads_on_a_healthy_stack(stack: Path, runbook_cli: list[str]) -> None:
+    """No conflict at all: `--var branches=audit,reporting` is an explicit request, not "nothing to do"."""
+    _reset(stack)
+    _in_backend("alembic", "upgrade", "heads")
+    files = _files(stack)
+    proc = run_cli(runbook_cli, stack, "run", "alembic-merge-heads", "--var", "branches=audit,reporting", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nothing to do" not in proc.stdout
+    after = _files(stack)
+    [merge] = set(after) - set(files)
+    text = (stack / "app" / merge).read_text()
+    assert "'2000bbbb0001'" in text and "'a1b2c3d4e5f7'" in text and "1000aaaa0002" not in text
+    revision = Path(merge).name.split("_", 1)[0]
+    assert _heads() == sorted(["1000aaaa0002", revision]) and _rows() == sorted(["1000aaaa0002", revision])
+    _healthy(runbook_cli, stack)

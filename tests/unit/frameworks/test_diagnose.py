@@ -168,6 +168,10 @@ def test_fit_check_decisions() -> None:
     assert other.verdict == "refused" and other.line.endswith("run instead: runbook run alembic-linearize --yes")
     wrong = decide("fix-history", "alembic", "django", ["inconsistent-history"], [])
     assert wrong.verdict == "refused" and "django playbook" in wrong.line
+    asked = decide("alembic-merge-heads", "alembic", "alembic", ["alembic-multiple-heads"], [], ["branches"])
+    assert asked.verdict == "fits" and "--var branches" in asked.line
+    still_wrong = decide("fix-history", "alembic", "django", ["inconsistent-history"], [], ["branches"])
+    assert still_wrong.verdict == "refused"
 
 
 # ---- the pure guards of the playbooks diagnose names ----

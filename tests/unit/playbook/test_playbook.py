@@ -230,6 +230,22 @@ def test_bad_variable_name():
     assert err.problems == ["pb.yml:3: variables: variable name 'bad-name' is not a valid identifier"]
 
 
+def test_fits_when_given_names_only_variables():
+    err = errors_of("""\
+        name: a
+        description: d
+        fits: [alembic-multiple-heads]
+        fits_when_given: [branches]
+        variables:
+          other: {}
+        steps:
+          - name: s
+            run: [echo]
+        """)
+    assert len(err.problems) == 1
+    assert "fits_when_given names branches, which are not variables of the playbook" in err.problems[0]
+
+
 def test_bad_variable_type():
     err = errors_of("""\
         name: a
