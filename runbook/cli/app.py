@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from runbook.cli import snapshots
+from runbook.cli.console import Progress, confirm, console, err_console, print_plan
+from runbook.cli.state import state
 from runbook.errors import Interrupted, RunbookError
 
 app = typer.Typer(
@@ -23,19 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
+# Imports inside the commands keep `runbook --help` and `list` fast: jinja2, psycopg, docker and pydantic
+# models load only for the commands that use them.
 VarOption = Annotated[list[str] | None, typer.Option("--var", help="Set a playbook variable: KEY=VALUE.")]
-
-
-class State:
-    options: Any = None
-    # Set by Ctrl-C or SIGTERM and cleared once a command has said so itself.
-    interrupted: bool = False
-
-
-state = State()
 
 
 @app.callback()
@@ -111,43 +102,13 @@ def show(name: Annotated[str, typer.Argument(help="Playbook name or file.")]) ->
             console.print(f"  {i}. {escape(check.name)}")
 
 
-def _print_plan(plan: Any, by_service: bool = False) -> None:
-    from runbook.redact import Redactor, is_secret_name
-
-    redactor = Redactor()
-    for key, value in plan.variables.items():
-        spec = plan.playbook.variables.get(key)
-        if (spec and spec.secret) or is_secret_name(key):
-            redactor.add(str(value))
-    console.print(f"[bold]plan for {plan.playbook.name}[/bold]"
-                  f"{'  [red](destructive)[/red]' if plan.destructive else ''}")
-    for key, value in redactor.value(plan.variables).items():
-        console.print(f"  var {key} = {escape(repr(value))}")
-    for role, actions in (("step", plan.steps), ("check", plan.checks)):
-        for i, a in enumerate(actions, 1):
-            where = a.service or ("db (psycopg)" if a.kind == "sql" else "runbook")
-            line = f"  {role} {i}. [{where}] {a.name}: {redactor.text(a.display())}"
-            if a.when:
-                line += f"  (when {a.when})"
-            console.print(escape(line))
-    if by_service:
-        groups: dict[str, list[str]] = {}
-        for a in [*plan.steps, *plan.checks]:
-            where = a.service or ("db (psycopg)" if a.kind == "sql" else "runbook")
-            groups.setdefault(where, []).append(redactor.text(a.display()))
-        for where, lines in groups.items():
-            console.print(f"[bold]{escape(where)}[/bold] would run:")
-            for line in lines:
-                console.print(escape(f"    {line}"))
-
-
 @app.command()
 def plan(name: str, var: VarOption = None) -> None:
     """Show what a run would do, with variables filled in; touches nothing."""
     from runbook.engine.prepare import prepare
 
     _, the_plan = prepare(state.options, name, var or [])
-    _print_plan(the_plan)
+    print_plan(the_plan)
 
 
 @app.command()
@@ -226,122 +187,6 @@ def diagnose(json_output: Annotated[bool, typer.Option("--json", help="Print the
         raise typer.Exit(3)
 
 
-# The most of an unfinished output line the console holds back waiting for its newline.
-PARTIAL_LIMIT = 64 * 1024
-
-
-class _RunningStep:
-    """The live status line of the step under way: spinner, step, service, seconds so far."""
-
-    def __init__(self, data: dict[str, Any]):
-        from rich.spinner import Spinner
-
-        step = data["step"]
-        self.label = f"{data['role']} {data['number']}/{data['total']} {step.name} [{step.service or step.kind}]"
-        self.started = time.monotonic()
-        self.spinner = Spinner("dots")
-
-    def __rich__(self) -> Any:
-        self.spinner.update(text=escape(f"{self.label} {time.monotonic() - self.started:.0f} s"))
-        return self.spinner
-
-
-class Progress:
-    """Console side of the executor's events: plain lines, output indented under its step.
-
-    On a terminal, a live status line shows the running step below its output.
-    """
-
-    def __init__(self, quiet_output: bool = False, live: bool | None = None, redactor: Any = None):
-        from runbook.redact import Redactor
-
-        self.quiet_output = quiet_output
-        # The run fills it with its secrets as it learns them; every line printed here goes through it.
-        self.redactor = redactor if redactor is not None else Redactor()
-        # Output arrives in chunks that split lines (Django prints "Applying x..." then " OK").
-        self.partial = {"stdout": "", "stderr": ""}
-        self.role = "step"
-        self.live = console.is_terminal if live is None else live
-        self._status: Any = None
-
-    def _start_status(self, data: dict[str, Any]) -> None:
-        from rich.live import Live
-
-        self.close()
-        self._status = Live(_RunningStep(data), console=console, refresh_per_second=4, transient=True)
-        self._status.start()
-
-    def _masked(self, text: str) -> str:
-        return escape(self.redactor.text(text))
-
-    def close(self) -> None:
-        """Take the live status line away (the step ended, or the run stopped mid-step)."""
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
-
-    def _print_output(self, stream: str, text: str) -> None:
-        style = "dim" if stream == "stdout" else "yellow"
-        for line in text.splitlines():
-            console.print(f"   | {self._masked(line)}", style=style)
-
-    def _header(self, data: dict[str, Any]) -> None:
-        step = data["step"]
-        console.print(self._masked(f"-> {data['role']} {data['number']}/{data['total']} "
-                             f"[{step.service or step.kind}] {step.name}"))
-
-    def _flush(self) -> None:
-        for stream, rest in self.partial.items():
-            if rest:
-                self._print_output(stream, rest)
-            self.partial[stream] = ""
-
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "stage":
-            console.print(f"[bold]== {data['name']}[/bold]")
-        elif kind == "note":
-            console.print(f"   {self._masked(data['text'])}")
-        elif kind == "warning":
-            self._flush()
-            console.print(f"   [yellow]warning: {self._masked(data['text'])}[/yellow]")
-        elif kind == "step-start":
-            # A check's output is evidence for the report; the console shows only its verdict.
-            self.role = data["role"]
-            self._header(data)
-            if self.live:
-                self._start_status(data)
-        elif kind == "output" and not self.quiet_output and self.role == "step":
-            stream = data["stream"]
-            text = self.partial[stream] + data["text"]
-            complete, _, self.partial[stream] = text.rpartition("\n")
-            if complete:
-                self._print_output(stream, complete)
-            if len(self.partial[stream]) > PARTIAL_LIMIT:
-                # Output with no newline (binary, one huge line): print it in pieces, never hold it whole.
-                self._print_output(stream, self.partial[stream])
-                self.partial[stream] = ""
-        elif kind == "step-end":
-            self.close()
-            self._flush()
-            step = data["step"]
-            if step.status == "skipped":  # a skipped step never started
-                self._header(data)
-            mark = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "skipped"}.get(
-                step.status, step.status)
-            console.print(f"   {mark} ({step.duration:.2f} s){' ' + self._masked(step.note) if step.note else ''}")
-            for problem in step.problems:
-                console.print(f"   [red]- {self._masked(problem)}[/red]")
-
-
-def _confirm(question: str) -> bool:
-    """Ask y/N on the terminal; Ctrl-D or Ctrl-C at the prompt is a no, not an interrupted run."""
-    try:
-        return typer.confirm(question, default=False)
-    except typer.Abort:
-        console.print()  # the prompt line was left open
-        return False
-
-
 def _raise_interrupt(signum: int, frame: Any) -> None:
     state.interrupted = True
     raise KeyboardInterrupt
@@ -352,8 +197,10 @@ def run(
     name: Annotated[str, typer.Argument(help="Playbook name or file.")],
     var: VarOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm a destructive playbook.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run; touch nothing.")] = False,
-    report: Annotated[Path | None, typer.Option(help="Also copy the Markdown report here.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Go through the run with a target that records what would run; touch nothing.")] = False,
+    report: Annotated[Path | None, typer.Option(
+        help="Also copy the Markdown report here (a dry run's report is kept only here).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not echo command output.")] = False,
     rollback_on_failure: Annotated[bool, typer.Option(
         "--rollback-on-failure", help="When the run does not succeed, restore the whole snapshot, data too: "
@@ -363,8 +210,10 @@ def run(
 ) -> None:
     """Run a playbook: snapshot, steps, verify, report."""
     from runbook.artifacts.report import summary_lines
+    from runbook.engine.prepare import dry_run as run_dry
     from runbook.engine.prepare import execute, prepare
     from runbook.errors import InputError, Refused
+    from runbook.redact import Redactor
 
     if rehearse and (dry_run or rollback_on_failure):
         other = "--dry-run" if dry_run else "--rollback-on-failure"
@@ -372,36 +221,38 @@ def run(
                          hint="a rehearsal changes nothing real, so drop one of them")
     config, the_plan = prepare(state.options, name, var or [])
     if dry_run:
-        _print_plan(the_plan, by_service=True)
-        console.print("dry run: nothing was run, nothing was written")
-        return
-    if the_plan.destructive and not yes and not rehearse:
+        print_plan(the_plan, by_service=True)
+    elif the_plan.destructive and not yes and not rehearse:
         if not sys.stdin.isatty():
             raise Refused(f"playbook {the_plan.playbook.name} is destructive and there is no terminal to confirm",
                           hint="pass --yes to run it")
-        _print_plan(the_plan)
-        if not _confirm(f"Run destructive playbook {the_plan.playbook.name}?"):
+        print_plan(the_plan)
+        if not confirm(f"Run destructive playbook {the_plan.playbook.name}?"):
             raise Refused("not confirmed; nothing was run")
     real_command = ""
     if rehearse:
-        from runbook.engine.rehearsal import real_run_command
+        from runbook.engine.rehearsal import real_run_command  # only a rehearsal quotes the real command
 
         real_command = real_run_command(sys.argv[1:], the_plan.destructive)
-    from runbook.redact import Redactor
-
     redactor = Redactor()
     progress = Progress(quiet_output=quiet, redactor=redactor)
     try:
-        result, report_path = execute(config, the_plan, state.options, on_event=progress,
-                                      rollback_on_failure=rollback_on_failure, rehearse=rehearse,
-                                      real_command=real_command, redactor=redactor)
+        if dry_run:
+            result, report_path = run_dry(config, the_plan, on_event=progress, redactor=redactor, report=report)
+        else:
+            result, report_path = execute(config, the_plan, state.options, on_event=progress,
+                                          rollback_on_failure=rollback_on_failure, rehearse=rehearse,
+                                          real_command=real_command, redactor=redactor)
     finally:
         progress.close()
     console.print()
     for line in summary_lines(result, redactor):
         console.print(escape(line))
     copy_failed = False
-    if report_path is not None:
+    if dry_run:
+        copy_failed = report is not None and report_path is None
+        _say_dry_run_changed_nothing(report_path, report)
+    elif report_path is not None:
         console.print(f"report: {report_path}")
         if report is not None:
             copy_failed = not _copy_report(report_path, report)
@@ -415,6 +266,18 @@ def run(
         raise typer.Exit(result.exit_code)
     if copy_failed:
         raise typer.Exit(2)
+
+
+def _say_dry_run_changed_nothing(report_path: Path | None, asked: Path | None) -> None:
+    """End a dry run with what it did not do; its report, kept only where --report asked, is all it wrote."""
+    if report_path is not None:
+        console.print("dry run: nothing was run, nothing was changed; "
+                      f"the only file written is the report: {escape(str(report_path))}")
+        return
+    console.print("dry run: nothing was run, nothing was changed, nothing was written")
+    if asked is not None:
+        err_console.print(f"runbook: error: cannot write the dry run's report to {escape(str(asked))} "
+                          "(the reason is in the note above)")
 
 
 def _copy_report(report_path: Path, dest: Path) -> bool:
@@ -432,93 +295,10 @@ def _copy_report(report_path: Path, dest: Path) -> bool:
     return True
 
 
-def _print_note(text: str) -> None:
-    console.print(f"   {escape(text)}")
-
-
-@app.command("snapshot")
-def snapshot_cmd() -> None:
-    """Take a snapshot now: database dump, history rows, migration files (listed as playbook "manual")."""
-    from runbook.artifacts.snapshot import snapshot_now, summary
-    from runbook.engine.prepare import load_project_config, make_target
-
-    config = load_project_config(state.options)
-    manifest = snapshot_now(config, make_target(config, state.options), progress=_print_note)
-    facts = summary(manifest)
-    console.print(f"snapshot {facts['id']} written: {facts['size']}"
-                  + (f", {facts['tables']}" if "tables" in facts else ""))
-    console.print(f"path: {facts['path']}")
-    console.print(f"restore it with: runbook restore {facts['id']}")
-
-
-@app.command("snapshots")
-def snapshots_cmd() -> None:
-    """List the snapshots of this project, oldest first."""
-    from runbook.artifacts.snapshot import human_size, list_snapshots
-    from runbook.engine.prepare import load_project_config
-
-    config = load_project_config(state.options)
-    found = list_snapshots(config.artifacts_dir())
-    if not found:
-        console.print(f"no snapshots in {config.artifacts_dir() / 'snapshots'}")
-        return
-    # Plain columns, never cut: the id is what people copy into `runbook restore`.
-    rows = [("id", "time", "playbook", "size")]
-    for manifest in found:
-        size = "damaged manifest" if manifest.get("damaged") else human_size(
-            sum(p.get("size", 0) for p in manifest.get("parts", [])))
-        rows.append((str(manifest.get("id")), str(manifest.get("created", "?")), str(manifest.get("playbook", "?")),
-                     size))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        console.print(escape(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}"))
-
-
-@app.command()
-def restore(
-    snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="Snapshot id, as `runbook snapshots` lists it.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm: the database and migration files are "
-                                                          "replaced by the snapshot.")] = False,
-    only: Annotated[str | None, typer.Option(
-        "--only", help="Restore only these parts, comma-separated: database, history, files. "
-                       "`--only history,files` puts back the history rows and migration files, no data.")] = None,
-) -> None:
-    """Put a snapshot back: database, migration files; then check them against its manifest."""
-    from runbook.artifacts.restore import parse_only, restore_now
-    from runbook.artifacts.snapshot import load_manifest, summary
-    from runbook.engine.prepare import load_project_config, make_target
-    from runbook.errors import Refused, VerifyFailed
-
-    parts = parse_only(only)
-    config = load_project_config(state.options)
-    _, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
-    whole = "database" in parts
-    what = "the database and migration files" if whole else " and ".join(
-        {"history": "the history rows", "files": "the migration files"}[p] for p in ("history", "files") if p in parts)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise Refused(f"restoring snapshot {snapshot_id} replaces {what} and there is no terminal "
-                          "to confirm", hint="pass --yes to restore it")
-        for key, value in summary(manifest).items():
-            console.print(escape(f"  {key}: {value}"))
-        if not _confirm(f"Replace {what} with snapshot {snapshot_id}? "
-                        + ("Everything written since is lost" if whole else "The data rows are not touched")):
-            raise Refused("not confirmed; nothing was restored")
-    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note,
-                          only=parts)
-    for note in outcome.notes:
-        console.print(f"   note: {escape(note)}")
-    console.print(escape(f"restored: {'; '.join(outcome.restored) or 'nothing'}"))
-    if outcome.problems:
-        for problem in outcome.problems:
-            err_console.print(f"   [red]- {escape(problem)}[/red]")
-        raise VerifyFailed(f"snapshot {snapshot_id} was restored but differs from its manifest: "
-                           f"{len(outcome.problems)} problem(s)")
-    console.print(escape(f"checked: {'; '.join(outcome.checked)}"))
-    if whole:
-        console.print(f"the data is back as of snapshot {escape(snapshot_id)}")
-    else:
-        console.print(escape(f"{what} are back as of snapshot {snapshot_id}; the data rows were not touched"))
+# Defined with the other snapshot commands; registered here, after `run`, to keep the order `--help` lists.
+app.command("snapshot")(snapshots.take)
+app.command("snapshots")(snapshots.list_all)
+app.command("restore")(snapshots.restore)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""Run a plan: lock, snapshot, steps, verify, and always a report. Never prints: progress goes to a callback.
+"""Run a plan: lock, fit, snapshot, steps, verify, and always a report. Never prints: progress goes to a callback.
 
 A failure is data on the RunResult; the caller turns `result.exit_code` into the process exit code.
+A dry run goes through the same stages against a recording target and database (see `engine.dryrun`):
+no lock, no fit check, no snapshot, nothing to put back; its steps are sent, never run; status `dry-run`.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
-import json
 import os
 import signal
 import socket
@@ -21,8 +22,8 @@ from typing import Any
 
 from runbook.artifacts.file_changes import FileWatch
 from runbook.artifacts.lock import RunLock
-from runbook.artifacts.putback import Before, capture, put_back
-from runbook.artifacts.report import putback_lines, write_report
+from runbook.artifacts.putback import Before, capture
+from runbook.artifacts.report import write_report
 from runbook.artifacts.snapshot import summary as snapshot_summary
 from runbook.artifacts.snapshot import take_snapshot
 from runbook.config import Config
@@ -30,17 +31,22 @@ from runbook.database.connection import open_database
 from runbook.database.postgres import Database, run_application_name
 from runbook.database.psql import PsqlDatabase
 from runbook.engine import faults
+from runbook.engine.aftermath import Aftermath
+from runbook.engine.fit import check_fit
 from runbook.engine.rehearsal import Rehearsal
+from runbook.engine.steps import DryStepRunner, StepRunner
 from runbook.errors import Interrupted, LockHeld, Refused, RunbookError, StepFailed
-from runbook.frameworks.backend import exec_options
 from runbook.frameworks.context import RunContext
-from runbook.playbook.expect import check_expectations
-from runbook.playbook.plan import Commands, Plan, PlannedAction, plan_action
-from runbook.redact import Redactor, StreamRedactor, is_secret_name
+from runbook.playbook.plan import Plan, PlannedAction
+from runbook.redact import Redactor, is_secret_name
 from runbook.results import RunResult, StepResult
-from runbook.targets.base import Target
+from runbook.targets.base import DatabaseSettings, Target
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+# How the run reaches its database: the real choice (psycopg, or psql in the db service) or a recording one.
+DatabaseOpener = Callable[[Target, DatabaseSettings, str], Database]
+# Where the report goes; returns the Markdown's path, or None when none was kept.
+ReportWriter = Callable[[RunResult, Redactor], Path | None]
 
 
 def _now() -> str:
@@ -84,10 +90,13 @@ def build_redactor(config: Config, target: Target, variables: dict[str, Any], pl
 class Executor:
     def __init__(self, config: Config, target: Target, *, on_event: EventCallback | None = None,
                  rollback_on_failure: bool = False, rehearse: bool = False, real_command: str = "",
-                 redactor: Redactor | None = None):
+                 redactor: Redactor | None = None, open_database: DatabaseOpener = open_database,
+                 report_writer: ReportWriter | None = None, dry_run: bool = False):
         self.config = config
         self.target = target
-        self.rollback_on_failure = rollback_on_failure
+        self.dry_run = dry_run
+        self.open_database = open_database
+        self.report_writer = report_writer or self._write_to_reports_dir
         self.rehearsal: Rehearsal | None = None
         if rehearse:
             self.rehearsal = Rehearsal(config, target, lambda text: self._emit("note", text=self.redactor.text(text)),
@@ -100,6 +109,10 @@ class Executor:
         self.history_before: dict[str, list[list[Any]]] | None = None
         # What lies outside the data tables before the first step: put back if the run does not succeed.
         self.before: Before | None = None
+        runner = DryStepRunner if dry_run else StepRunner
+        self.steps = runner(config, self.redactor, self._emit,
+                            self.rehearsal.pin_env if self.rehearsal is not None else None)
+        self.aftermath = Aftermath(config, target, self.redactor, self._emit, rollback_on_failure)
 
     def _emit(self, kind: str, **data: Any) -> None:
         self.on_event(kind, data)
@@ -128,12 +141,14 @@ class Executor:
         if hasattr(self.target, "on_warning"):
             # Shown on the console when raised; the report lists them among its notes at the end.
             self.target.on_warning = lambda text: self._emit("warning", text=self.redactor.text(text))
-        lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
+        # A dry run touches nothing, so it takes no lock: it may even run beside a real run.
+        lock = None if self.dry_run else RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
         ctx: RunContext | None = None
         self.files = FileWatch(self.target, self.config, list(plan.playbook.snapshot.files))
         try:
-            lock.acquire()
+            if lock is not None:
+                lock.acquire()
             result.target = self.target.describe()
             self.target.check_ready(["db", "backend"])
             settings = self.target.database_settings()
@@ -141,7 +156,7 @@ class Executor:
                 self.redactor.add(settings.password)
             result.target["database"] = f"{settings.user}@{settings.host}:{settings.port}/{settings.dbname}"
             result.target["database_path"] = settings.via
-            database = open_database(self.target, settings, application_name=run_application_name(
+            database = self.open_database(self.target, settings, run_application_name(
                 os.getpid(), result.host, result.started, plan.playbook.name))
             result.target["database_path"] = database.settings.via  # psql when the network path failed
             if isinstance(database, PsqlDatabase):
@@ -172,7 +187,8 @@ class Executor:
                     step.status = "interrupted"
             if database is not None:
                 with signals_held():  # a second Ctrl-C must not stop the put-back half way
-                    self._settle(database, result, ctx)
+                    # Never during a rehearsal: diagnose would read the copy, which is about to go.
+                    self.aftermath.settle(database, result, self.before, ctx if self.rehearsal is None else None)
             result.notes.extend(getattr(self.target, "warnings", []))
             # Before the rehearsal's cleanup: on a rehearsal the files changed are the copy's.
             self._capture_files(result)
@@ -183,7 +199,8 @@ class Executor:
             with signals_held():
                 if database is not None:
                     database.close()
-                lock.release()
+                if lock is not None:
+                    lock.release()
                 # The console shows the error line too, not only the redacted report.
                 result.error = self.redactor.text(result.error)
                 result.ended = _now()
@@ -218,15 +235,27 @@ class Executor:
 
     def _write_report(self, result: RunResult) -> Path | None:
         try:
-            md, _ = write_report(result, self.config.artifacts_dir() / "reports", self.redactor)
+            return self.report_writer(result, self.redactor)
         except OSError as exc:
             self._emit("note", text=f"could not write the report: {exc}")
             return None
+
+    def _write_to_reports_dir(self, result: RunResult, redactor: Redactor) -> Path:
+        md, _ = write_report(result, self.config.artifacts_dir() / "reports", redactor)
         return md
 
     def _run_stages(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
-        if self._nothing_to_do(plan, ctx, result):
-            return
+        if self.dry_run:
+            self._say_what_a_real_run_does_first(plan, result)
+        else:
+            if self._nothing_to_do(plan, ctx, result):
+                return
+            ctx = self._before_steps(plan, ctx, result)
+        if self._run_steps(plan, ctx, result):
+            self._verify(plan, ctx, result)
+
+    def _before_steps(self, plan: Plan, ctx: RunContext, result: RunResult) -> RunContext:
+        """Snapshot, capture what a failure puts back, and (rehearsing) move onto the copy; return the context."""
         if self.rehearsal is not None:
             self.rehearsal.check(ctx)
         self._emit("stage", name="snapshot")
@@ -258,36 +287,58 @@ class Executor:
             self.before = capture(ctx.database, manifest)
         if faults.enabled():
             ctx = dataclasses.replace(ctx, target=faults.PausingTarget(ctx.target))
+        return ctx
+
+    def _say_what_a_real_run_does_first(self, plan: Plan, result: RunResult) -> None:
+        """A dry run's fit and snapshot stages: said, not done, since both read the live stack."""
+        if plan.playbook.fits != "any":
+            self._emit("stage", name="fit")
+            self._emit("note", text="dry run: not checked; a real run first checks that the playbook fits "
+                                    "the stack, as `runbook diagnose` does")
+        self._emit("stage", name="snapshot")
+        spec = plan.playbook.snapshot
+        if spec.history or spec.database or spec.files:
+            parts = [part for part, wanted in (("database dump", spec.database), ("history rows", spec.history),
+                                               ("migration files", True)) if wanted]
+            result.snapshot = {"would snapshot": ", ".join(parts), "taken": "no: a dry run takes no snapshot"}
+            self._emit("note", text=f"dry run: would snapshot the {', '.join(parts)}; none taken")
+        else:
+            self._emit("note", text="dry run: the playbook takes no snapshot")
+        result.notes.append("dry run: nothing was run and nothing was changed; no lock, no snapshot, "
+                            "no history read")
+
+    def _run_steps(self, plan: Plan, ctx: RunContext, result: RunResult) -> bool:
+        """Run the steps in order; False when one failed or refused (the result says which)."""
         self._emit("stage", name="steps")
         self._pause("steps")
         for index, planned in enumerate(plan.steps):
-            step = self._run_action(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
+            step = self.steps.run(planned, ctx, result.steps[index], index + 1, len(plan.steps), "step")
             self._pause(f"after-step-{index + 1}")
             if step.status == "failed" and step.refused:
                 result.status, result.exit_code = "refused", Refused.exit_code
                 result.error = f"step {index + 1} ({step.name}) refused: " + "; ".join(step.problems)
-                return
+                return False
             if step.status == "failed":
                 result.status, result.exit_code = "failed", StepFailed.exit_code
                 result.error = f"step {index + 1} ({step.name}) failed: " + "; ".join(step.problems)
-                return
+                return False
+        return True
 
+    def _verify(self, plan: Plan, ctx: RunContext, result: RunResult) -> None:
         self._emit("stage", name="verify")
         failed = []
         for index, planned in enumerate(plan.checks):
-            check = self._run_action(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
+            check = self.steps.run(planned, ctx, result.checks[index], index + 1, len(plan.checks), "check")
             if check.status == "failed":
                 failed.append(check.name)
         if failed:
             result.status, result.exit_code = "verify-failed", 3
             result.error = f"verification failed: {', '.join(failed)}"
         else:
-            result.status, result.exit_code = "done", 0
+            result.status, result.exit_code = ("dry-run" if self.dry_run else "done"), 0
 
     def _nothing_to_do(self, plan: Plan, ctx: RunContext, result: RunResult) -> bool:
         """Check the playbook fits the stack before anything is written; True when there is nothing to do."""
-        from runbook.engine.fit import check_fit
-
         fit = check_fit(plan.playbook, ctx)
         if fit is None:
             return False
@@ -308,189 +359,7 @@ class Executor:
         """Tests only: stop at a step boundary so a fault test can send a signal at a known moment."""
         faults.pause_at(event)
 
-    def _settle(self, database: Database, result: RunResult, ctx: RunContext | None) -> None:
-        """Once steps ran: on any end but success, put back what the run promised to put back."""
-        if self.before is None or result.exit_code == 0:
-            return
-        snapshot_id = self.before.snapshot_id
-        if result.exit_code == 3 and not self.rollback_on_failure:
-            text = "verification failed: the steps' changes stay" + (
-                f"; to put back only the history rows and migration files: "
-                f"runbook restore {snapshot_id} --only history,files" if snapshot_id else "")
-            result.notes.append(text)
-            self._emit("note", text=text)
-            return
-        if self.rollback_on_failure:
-            self._rollback(database, result)
-            if result.rollback.get("status") == "restored" or result.exit_code == 3:
-                return
-        self._emit("stage", name="put back")
-        database.ensure_idle()  # a query cut by Ctrl-C leaves the session busy: start a fresh one
-        outcome = put_back(self.target, database, self.before,
-                           progress=lambda t: self._emit("note", text=self.redactor.text(t)),
-                           fix_line=lambda: self._fix_line(ctx))
-        result.putback = outcome.to_dict()
-        result.putback["snapshot"] = snapshot_id
-        for line in putback_lines(result.putback):
-            self._emit("note", text=self.redactor.text(line))
-
-    def _fix_line(self, ctx: RunContext | None) -> str | None:
-        """The line `runbook diagnose` prints now, for what a stopped run left behind (never during a rehearsal)."""
-        if ctx is None or self.rehearsal is not None:
-            return None
-        from runbook.frameworks.diagnose import diagnose  # only when a step left a table: most runs never need it
-
-        try:
-            _, findings, _ = diagnose(ctx)
-        except RunbookError:
-            return None
-        return next((f.command for f in findings if f.command), None)
-
-    def _rollback(self, database: Database, result: RunResult) -> None:
-        """With --rollback-on-failure, put the whole snapshot back; the exit code still tells the failure."""
-        from runbook.artifacts.restore import restore_snapshot
-
-        self._emit("stage", name="rollback")
-        snapshot_id = result.snapshot.get("id", "")
-        if not snapshot_id:
-            result.rollback = {"snapshot": "", "status": "failed", "error": "the playbook takes no snapshot"}
-            text = "rollback FAILED: the playbook takes no snapshot, so there is nothing to restore"
-        else:
-            try:
-                database.ensure_idle()
-                outcome = restore_snapshot(self.target, database, self.config, snapshot_id,
-                                           progress=lambda t: self._emit("note", text=self.redactor.text(t)))
-            except RunbookError as exc:
-                result.rollback = {"snapshot": snapshot_id, "status": "failed", "error": str(exc)}
-                text = f"rollback FAILED: {exc}; once the cause is fixed: runbook restore {snapshot_id}"
-            else:
-                result.rollback = outcome.to_dict()
-                if outcome.ok:
-                    text = (f"rolled back: the data is back as of snapshot {snapshot_id}; every write made "
-                            f"since the snapshot is gone (checked: {'; '.join(outcome.checked)})")
-                else:
-                    text = (f"rollback of snapshot {snapshot_id} ran but the check found differences: "
-                            + "; ".join(outcome.problems))
-        result.notes.append(self.redactor.text(text))
-        self._emit("note", text=self.redactor.text(text))
-
     @staticmethod
     def _placeholder(planned: PlannedAction) -> StepResult:
         return StepResult(name=planned.name, kind=planned.kind, service=planned.service,
                           command=planned.display())
-
-    def _run_action(self, planned: PlannedAction, ctx: RunContext, record: StepResult,
-                    number: int, total: int, role: str) -> StepResult:
-        # The condition first: a skipped step may name kept outputs that do not exist.
-        if planned.when and not ctx.evaluate(planned.when):
-            record.status, record.note = "skipped", f"skipped: `{planned.when}` is false"
-            self._emit("step-end", role=role, number=number, total=total, step=record)
-            return record
-        started = time.monotonic()
-        if planned.deferred and planned.source is not None:
-            try:
-                planned = plan_action(planned.source, ctx.template_context(),
-                                      Commands.from_backend(self.config.backend), f"{role} {number} ({planned.name})")
-            except RunbookError as exc:
-                self._fail(record, exc, started, role, number, total)
-                raise
-            record.command = planned.display()
-        record.status = "running"
-        self._emit("step-start", role=role, number=number, total=total, step=record)
-        parsed: Any = None
-        rows: list[list[Any]] | None = None
-        reasons: list[str] = []
-        try:
-            if planned.argv is not None:
-                exec_result = self._exec(planned, ctx)
-                record.exit_code, record.stdout, record.stderr = (
-                    exec_result.exit_code, exec_result.stdout, exec_result.stderr)
-                record.truncated = exec_result.truncated
-                if exec_result.timed_out:
-                    record.problems.append(f"timed out after {planned.timeout or self.config.step_timeout} s")
-            elif planned.sql is not None:
-                columns, rows, status = ctx.database.query(planned.sql, planned.params, planned.identifiers,
-                                                           timeout=planned.timeout or self.config.step_timeout)
-                record.exit_code = 0
-                record.stdout = _format_rows(columns, rows, status)
-                parsed = rows
-            else:
-                # Imported here: the actions pull in every framework's repair code, which most runs never use.
-                from runbook.frameworks.builtin import get_action
-
-                outcome = get_action(planned.action or "")(ctx, planned.args)
-                record.exit_code, record.stdout, record.stderr = outcome.exit_code, outcome.stdout, outcome.stderr
-                parsed, reasons = outcome.data, outcome.problems
-                record.refused = outcome.refused
-                self._emit_output(outcome.stdout, outcome.stderr)
-        except StepFailed as exc:
-            record.exit_code, reasons = 1, [exc.message]
-            record.stderr += exc.message + "\n"
-            self._emit("output", stream="stderr", text=self.redactor.text(exc.message + "\n"))
-        except Exception as exc:
-            # The run stops here (database gone, a bug): this step failed, it was not interrupted.
-            self._fail(record, exc, started, role, number, total)
-            raise
-        if planned.parse == "json" and planned.argv is not None and record.exit_code == 0:
-            try:
-                parsed = json.loads(record.stdout)
-            except ValueError as exc:
-                record.problems.append(f"stdout is not JSON: {exc}")
-        record.problems.extend(check_expectations(
-            planned.expect, exit_code=record.exit_code, stdout=record.stdout, stderr=record.stderr,
-            parsed=parsed, rows=rows))
-        if record.problems:
-            # Say why a built-in action failed (its own lines), not only that its exit code was wrong.
-            record.problems.extend(reasons)
-        if planned.keep:
-            ctx.kept[planned.keep] = parsed if parsed is not None else record.stdout
-        record.duration = round(time.monotonic() - started, 3)
-        record.status = "failed" if record.problems else "ok"
-        # Problems quote expectations and output, which may hold a secret; the console prints them.
-        record.problems = [self.redactor.text(p) for p in record.problems]
-        self._emit("step-end", role=role, number=number, total=total, step=record)
-        return record
-
-    def _fail(self, record: StepResult, exc: Exception, started: float, role: str, number: int, total: int) -> None:
-        """Record a step that an error stopped, with the error as its problem."""
-        record.status, record.duration = "failed", round(time.monotonic() - started, 3)
-        record.problems.append(self.redactor.text(str(exc) if isinstance(exc, RunbookError)
-                                                  else f"internal error: {type(exc).__name__}: {exc}"))
-        self._emit("step-end", role=role, number=number, total=total, step=record)
-
-    def _emit_output(self, stdout: str, stderr: str) -> None:
-        for stream, text in (("stdout", stdout), ("stderr", stderr)):
-            if text:
-                self._emit("output", stream=stream, text=self.redactor.text(text))
-
-    def _exec(self, planned: PlannedAction, ctx: RunContext):
-        service = planned.service or "backend"
-        options = exec_options(ctx.config, service, planned.env, planned.workdir, planned.user)
-        env = self.rehearsal.pin_env(service, options.env) if self.rehearsal is not None else options.env
-        # Masked line by line, not chunk by chunk: a secret can arrive split across two chunks.
-        streams = {name: StreamRedactor(self.redactor) for name in ("stdout", "stderr")}
-
-        def on_output(stream: str, text: str) -> None:
-            shown = streams[stream].feed(text)
-            if shown:
-                self._emit("output", stream=stream, text=shown)
-
-        try:
-            return ctx.target.exec(
-                service, planned.argv or [], env=env, workdir=options.workdir, user=options.user,
-                timeout=planned.timeout or self.config.step_timeout, on_output=on_output,
-            )
-        finally:
-            for name, stream in streams.items():
-                rest = stream.flush()
-                if rest:
-                    self._emit("output", stream=name, text=rest)
-
-
-def _format_rows(columns: list[str], rows: list[list[Any]], status: str) -> str:
-    if not columns:
-        return status + "\n"
-    lines = [" | ".join(columns)]
-    lines += [" | ".join("NULL" if v is None else str(v) for v in row) for row in rows]
-    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(lines) + "\n"

@@ -64,6 +64,18 @@ def execute(config: Config, plan: Plan, options: Options, on_event=None,
                     rehearse=rehearse, real_command=real_command, redactor=redactor).run(plan)
 
 
+def dry_run(config: Config, plan: Plan, on_event=None, redactor=None,
+            report: Path | None = None) -> tuple[RunResult, Path | None]:
+    """Go through the run's stages against a recording target and database: nothing runs, nothing changes.
+
+    The report is kept only at `report` when given; the project's reports list real runs.
+    """
+    # Imported here: the executor brings psycopg and the report templates, as for execute.
+    from runbook.engine.dryrun import dry_run as run_dry
+
+    return run_dry(config, plan, on_event=on_event, redactor=redactor, report=report)
+
+
 def diagnose(options: Options):
     """Inspect the stack and return (framework, findings, target facts); changes nothing."""
     from runbook.database.connection import open_database

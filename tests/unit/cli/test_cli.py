@@ -196,6 +196,37 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_dry_run_goes_through_the_run_and_runs_no_command(tmp_path):
+    (tmp_path / "touch.yml").write_text("name: touch\ndescription: d\nsteps:\n  - name: make a file\n"
+                                        "    run: [touch, made-by-the-step]\n")
+    result = run_cli("--target", "local", "run", "touch.yml", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("touch: dry run (exit 0, ") for line in lines)
+    assert "steps: 1 not run" in lines
+    assert any(line.startswith("   not run (") and line.endswith(" s) dry run") for line in lines)
+    assert lines[-1] == "dry run: nothing was run, nothing was changed, nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["touch.yml"]
+
+
+def test_dry_run_keeps_its_report_only_where_asked(tmp_path):
+    (tmp_path / "touch.yml").write_text("name: touch\ndescription: d\nsteps:\n  - name: make a file\n"
+                                        "    run: [touch, made-by-the-step]\n")
+    result = run_cli("--target", "local", "run", "touch.yml", "--dry-run", "--report", "dry.md", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ("dry run: nothing was run, nothing was changed; "
+                                              "the only file written is the report: dry.md")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dry.md", "touch.yml"]
+    assert (tmp_path / "dry.md").read_text().startswith("# 📝 DRY RUN: touch")
+    result = run_cli("--target", "local", "run", "touch.yml", "--dry-run", "--report", "missing/dry.md",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_error_line(result) == ("runbook: error: cannot write the dry run's report to missing/dry.md "
+                                      "(the reason is in the note above)")
+    assert "could not write the report: [Errno 2] No such file or directory" in result.stdout
+
+
 def test_project_dir_option(tmp_path):
     project = tmp_path / "project"
     project.mkdir()

@@ -9,7 +9,7 @@ import time
 import pytest
 from rich.console import Console
 
-from runbook.cli import app as cli
+from runbook.cli import console as cli
 from runbook.targets.capture import OutputBuffer
 
 
