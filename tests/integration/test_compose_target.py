@@ -200,7 +200,7 @@ def test_timeout_stops_the_command_in_the_container(target: ComposeTarget) -> No
     elapsed = time.monotonic() - started
     assert result.timed_out and result.exit_code == 124
     assert result.stdout == "started\n"
-    assert elapsed < 3, elapsed
+    assert elapsed < 60, elapsed  # a hang guard, not a speed target: without the timeout it waits 987 s
     assert _live_processes(target, "sleep 98") == []
 
 

@@ -164,13 +164,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_timeout_kills_the_whole_process_group(target):
-    script = "sleep 30 & echo $!; wait"
+    script = "sleep 300 & echo $!; wait"
     started = time.monotonic()
     result = target.exec("backend", ["sh", "-c", script], timeout=0.5)
     elapsed = time.monotonic() - started
     assert result.timed_out is True
     assert result.exit_code == 124
-    assert elapsed < 10
+    assert elapsed < 60  # a hang guard, not a speed target: without the kill it waits 300 s
     sleeper = int(result.stdout.split()[0])
     deadline = time.monotonic() + 5
     while _alive(sleeper) and time.monotonic() < deadline:
