@@ -125,9 +125,8 @@ class Executor:
             checks=[self._placeholder(a) for a in plan.checks],
             rehearsal=self.rehearsal is not None,
         )
-        if hasattr(self.target, "on_warning"):
-            # Shown on the console when raised; the report lists them among its notes at the end.
-            self.target.on_warning = lambda text: self._emit("warning", text=self.redactor.text(text))
+        # Shown on the console when raised; the report lists them among its notes at the end.
+        self.target.warnings.listen(lambda text: self._emit("warning", text=self.redactor.text(text)))
         lock = RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
         ctx: RunContext | None = None

@@ -10,7 +10,7 @@ import pytest
 from runbook.config import Config, DatabaseConfig
 from runbook.errors import ConfigError, EnvironmentNotReady
 from runbook.targets.compose import ComposeTarget
-from runbook.targets.compose_project import (
+from runbook.targets.compose.project import (
     ContainerInfo,
     find_compose_file,
     glob_depth,
