@@ -75,6 +75,14 @@ def test_dotenv_is_read_but_real_environment_wins(tmp_path: Path) -> None:
     assert resolve_project(directory, env={"COMPOSE_PROJECT_NAME": "real"}).name == "real"
 
 
+def test_dotenv_follows_compose_quoting_and_comments(tmp_path: Path) -> None:
+    directory = _project_dir(tmp_path)
+    (directory / ".env").write_text('COMPOSE_PROJECT_NAME="shop" # the project\nBARE\nCOMPOSE_FILE=${NOWHERE:-x.yml}\n')
+    assert read_dotenv(directory) == {"COMPOSE_PROJECT_NAME": "shop", "COMPOSE_FILE": "x.yml"}
+    assert resolve_project(directory, env={}, compose_file="compose.yaml").name == "shop"
+    assert read_dotenv(tmp_path / "no-such-dir") == {}
+
+
 def test_name_in_compose_file_wins_over_directory(tmp_path: Path) -> None:
     directory = _project_dir(tmp_path, compose="name: From-File\nservices: {}\n")
     project = resolve_project(directory, env={})
