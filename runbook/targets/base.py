@@ -131,6 +131,8 @@ class DatabaseSettings:
     # How the connection is made, for the report: "tcp", "psql-in-container", ...
     via: str = "tcp"
     extra: dict[str, str] = field(default_factory=dict)
+    # Further libpq parameters from database.url (sslmode, sslrootcert, ...), passed on as they are.
+    parameters: dict[str, str] = field(default_factory=dict)
 
     def conninfo(self) -> dict[str, object]:
         info: dict[str, object] = {
@@ -140,6 +142,7 @@ class DatabaseSettings:
             "dbname": self.dbname,
             "connect_timeout": 5,
         }
+        info.update(self.parameters)
         if self.password is not None:
             info["password"] = self.password
         return info

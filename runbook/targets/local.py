@@ -12,7 +12,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
@@ -26,6 +28,33 @@ from runbook.targets.base import (
 )
 from runbook.targets.capture import OutputBuffer, exec_result
 
+_URL_SCHEMES = ("postgres", "postgresql")
+# What libpq's URL gives that has a field of its own; anything else (sslmode, ...) is passed on as it is.
+_OWN_FIELDS = ("host", "port", "user", "password", "dbname")
+
+
+def _settings_from_url(url: str, settings: DatabaseSettings) -> None:
+    """Overlay what a postgresql:// URL says on settings, parsed by libpq's own rules (host=, sslmode, ...)."""
+    scheme, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    if scheme.lower() not in _URL_SCHEMES:
+        raise ConfigError(f"database.url must start with postgresql://, got {scheme}://")
+    try:
+        # libpq knows the scheme in lower case only.
+        params = conninfo_to_dict(f"{scheme.lower()}://{rest}")
+    except ProgrammingError as exc:
+        # libpq's message may quote the whole URL, password and all: it stays out of the line.
+        raise ConfigError("database.url is not a valid PostgreSQL URL",
+                          hint="write it as postgresql://user:password@host:port/dbname?sslmode=...") from exc
+    port = str(params.get("port") or "")
+    if port and not port.isdigit():
+        raise ConfigError(f"database.url must name one port, got {port!r}", hint="give one host and one port")
+    settings.host = str(params.get("host") or settings.host)
+    settings.port = int(port) if port else settings.port
+    settings.user = str(params.get("user") or settings.user)
+    settings.password = str(params["password"]) if params.get("password") else settings.password
+    settings.dbname = str(params.get("dbname") or settings.dbname)
+    settings.parameters.update({k: str(v) for k, v in params.items() if k not in _OWN_FIELDS})
+
 
 def settings_from_config(config: Config, fallback: DatabaseSettings | None = None) -> DatabaseSettings | None:
     """Return database settings given in runbook.yml, or None when it gives none."""
@@ -36,14 +65,7 @@ def settings_from_config(config: Config, fallback: DatabaseSettings | None = Non
     settings = DatabaseSettings(host=base.host, port=base.port, user=base.user,
                                 password=base.password, dbname=base.dbname, via="tcp (runbook.yml)")
     if db.url:
-        url = urlparse(db.url)
-        if url.scheme not in ("postgres", "postgresql"):
-            raise ConfigError(f"database.url must start with postgresql://, got {url.scheme}://")
-        settings.host = url.hostname or settings.host
-        settings.port = url.port or settings.port
-        settings.user = unquote(url.username) if url.username else settings.user
-        settings.password = unquote(url.password) if url.password else settings.password
-        settings.dbname = url.path.lstrip("/") or settings.dbname
+        _settings_from_url(db.url, settings)
     settings.host = db.host or settings.host
     settings.port = db.port or settings.port
     settings.user = db.user or settings.user

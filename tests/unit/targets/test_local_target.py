@@ -13,7 +13,7 @@ from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
 from runbook.targets.base import FileAccessError, MissingFile, Target, Warnings
 from runbook.targets.capture import OutputBuffer
-from runbook.targets.local import LocalTarget
+from runbook.targets.local import LocalTarget, settings_from_config
 
 PY = sys.executable
 
@@ -273,6 +273,37 @@ def test_file_errors_are_one_line_with_the_path_and_the_fix(target, tmp_path):
     with pytest.raises(MissingFile) as missing:
         target.read_file("backend", str(tmp_path / "nowhere.py"))
     assert missing.value.hint == "check the path" and missing.value.path == str(tmp_path / "nowhere.py")
+
+
+def test_a_url_keeps_the_socket_directory_and_sslmode(tmp_path):
+    config = Config(project_dir=tmp_path)
+    config.database.url = "postgresql://app:s%40cret@/shop?host=/var/run/postgresql&sslmode=require"
+    settings = settings_from_config(config)
+    assert (settings.host, settings.port, settings.user, settings.password, settings.dbname) == (
+        "/var/run/postgresql", 5432, "app", "s@cret", "shop")
+    assert settings.parameters == {"sslmode": "require"}
+    info = settings.conninfo()
+    assert (info["host"], info["sslmode"], info["password"]) == ("/var/run/postgresql", "require", "s@cret")
+
+
+def test_a_postgres_url_with_host_and_port(tmp_path):
+    config = Config(project_dir=tmp_path)
+    config.database.url = "Postgres://u@db.internal:6543/x?host=/tmp&sslmode=verify-full&sslrootcert=/ca.pem"
+    settings = settings_from_config(config)
+    # libpq's rule: host= in the query names where to connect, over the URL's host.
+    assert (settings.host, settings.port, settings.user, settings.dbname) == ("/tmp", 6543, "u", "x")
+    assert settings.parameters == {"sslmode": "verify-full", "sslrootcert": "/ca.pem"}
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@[::1/db", "postgresql://u:hunter2@h/db?nope=1",
+                                 "postgresql://u:hunter2@h:1,h2:2/db"])
+def test_a_broken_url_is_a_config_error_that_keeps_the_password_out(tmp_path, url):
+    config = Config(project_dir=tmp_path)
+    config.database.url = url
+    with pytest.raises(ConfigError) as caught:
+        settings_from_config(config)
+    assert "database.url" in str(caught.value) and "hunter2" not in str(caught.value)
+    assert caught.value.exit_code == 2
 
 
 def test_database_settings_from_pg_environment(target, monkeypatch):
