@@ -178,7 +178,7 @@ def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: 
         checked.pop("files", None)
     history = "history" in only or ("database" in only and DUMP in parts)
     _check(target, db, directory, checked, outcome, history=history)
-    outcome.notes.extend(w for w in getattr(target, "warnings", []) if w not in outcome.notes)
+    outcome.notes.extend(w for w in target.warnings if w not in outcome.notes)
     return outcome
 
 

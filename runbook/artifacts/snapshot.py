@@ -159,7 +159,7 @@ def pg_client(target: Target, settings: DatabaseSettings) -> PgClient:
            "PGOPTIONS": "-c client_min_messages=warning"}
     if settings.password:
         env["PGPASSWORD"] = settings.password
-    if target.name == "local":
+    if target.on_this_host:
         env.update(PGHOST=settings.host, PGPORT=str(settings.port))
     return PgClient("db", env)
 

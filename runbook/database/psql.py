@@ -139,8 +139,7 @@ class PsqlDatabase(Database):
 
     def lock_run(self) -> None:
         """Take the advisory lock in a psql session that lasts as long as this run."""
-        supported = getattr(self.target, "hijack_supported", None)
-        if supported is not None and not supported(stdin=True):
+        if not self.target.streams_stdin():
             # Over ssh:// or TLS the exec's stdin is uploaded whole first: no session can stay open.
             self.note += "; no database lock could be held on this Docker connection: only the host lock guarded it"
             return
@@ -157,7 +156,7 @@ class PsqlDatabase(Database):
         return env
 
 
-# The block size in which the Docker exec pump reads a command's stdin (runbook/targets/hijack.py).
+# The block size in which the Docker exec pump reads a command's stdin (runbook/targets/compose/hijack.py).
 STDIN_BLOCK = 256 * 1024
 # How long the lock session may take to start and answer before the run gives up (exit 4).
 LOCK_START_TIMEOUT = 30.0

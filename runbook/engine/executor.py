@@ -138,9 +138,8 @@ class Executor:
             checks=[self._placeholder(a) for a in plan.checks],
             rehearsal=self.rehearsal is not None,
         )
-        if hasattr(self.target, "on_warning"):
-            # Shown on the console when raised; the report lists them among its notes at the end.
-            self.target.on_warning = lambda text: self._emit("warning", text=self.redactor.text(text))
+        # Shown on the console when raised; the report lists them among its notes at the end.
+        self.target.warnings.listen(lambda text: self._emit("warning", text=self.redactor.text(text)))
         # A dry run touches nothing, so it takes no lock: it may even run beside a real run.
         lock = None if self.dry_run else RunLock(self.config.artifacts_dir(), plan.playbook.name)
         database: Database | None = None
@@ -189,7 +188,7 @@ class Executor:
                 with signals_held():  # a second Ctrl-C must not stop the put-back half way
                     # Never during a rehearsal: diagnose would read the copy, which is about to go.
                     self.aftermath.settle(database, result, self.before, ctx if self.rehearsal is None else None)
-            result.notes.extend(getattr(self.target, "warnings", []))
+            result.notes.extend(self.target.warnings)
             # Before the rehearsal's cleanup: on a rehearsal the files changed are the copy's.
             self._capture_files(result)
             if self.rehearsal is not None:

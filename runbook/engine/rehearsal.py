@@ -116,15 +116,7 @@ def real_run_command(argv: Sequence[str], destructive: bool) -> str:
 
 def backend_environment(target: Target, config: Config) -> dict[str, str]:
     """Return the environment backend commands see: the container's (or this host's) plus runbook.yml's."""
-    if target.name == "compose":
-        from runbook.targets.compose_project import container_env
-
-        base = container_env(target.container("backend").attrs)  # type: ignore[attr-defined]
-    else:
-        import os
-
-        base = dict(os.environ)
-    return {**base, **config.backend.env}
+    return {**target.environment("backend"), **config.backend.env}
 
 
 class Rehearsal:
@@ -203,10 +195,10 @@ class Rehearsal:
     def _copy_files(self) -> tuple[Config, Target]:
         backend = self.config.backend.model_copy(deep=True)
         backend.env = {**backend.env, **self.overrides}
-        if self.target.name == "local":
+        root = self.target.workdir
+        if root is not None:  # the backend's files are on this host: copy them here
             from runbook.targets.local import LocalTarget
 
-            root = self.target.workdir  # type: ignore[attr-defined]
             self._local_tmp = Path(tempfile.mkdtemp(prefix=f"runbook-rehearsal-{self.short_id}-"))
             copy = self._local_tmp / Path(root).name
             self.files_root, self.files_copy = str(root), str(copy)  # set first: a Ctrl-C mid-copy deletes it

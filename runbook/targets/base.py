@@ -8,11 +8,14 @@ for the report; the compose target maps it to a running container.
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, overload, runtime_checkable
+
+from runbook.errors import StepFailed
 
 Stream = Literal["stdout", "stderr"]
 # Called with each chunk of output as it arrives, so the console and report can stream it.
@@ -39,6 +42,83 @@ def create_output_file(dest: Path) -> BinaryIO:
     return os.fdopen(fd, "wb", buffering=1024 * 1024)  # output arrives in small frames: few big writes
 
 
+class FileAccessError(StepFailed):
+    """A file in a service could not be read, written, listed or deleted; `path` and `service` say which."""
+
+    def __init__(self, message: str, *, path: str, service: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.service = service
+
+
+class MissingFile(FileAccessError):
+    """The file is not there; callers that can do without it catch this one."""
+
+
+# How to fix what an errno says, for the one-line error.
+_FIXES = {
+    errno.EACCES: "check the owner and mode of the file and its directory, or run as a user who may change it",
+    errno.EPERM: "check the owner and mode of the file and its directory, or run as a user who may change it",
+    errno.EISDIR: "name a file, not a directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: check the path",
+    errno.EEXIST: "a file stands where a directory is needed: check the path",
+    errno.ENOSPC: "free some space where the file lives",
+    errno.EROFS: "the file system is read-only: mount it writable",
+    errno.ENOENT: "check the path",
+    errno.ELOOP: "a symbolic link on the path loops: check the links",
+}
+
+
+def file_error(doing: str, service: str, path: str, exc: OSError) -> FileAccessError:
+    """Turn an OSError of a file operation into one line naming the path and the fix."""
+    kind = MissingFile if exc.errno == errno.ENOENT else FileAccessError
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return kind(f"cannot {doing} {path} in {service}: {reason}", path=path, service=service,
+                hint=_FIXES.get(exc.errno or 0, "check the path and the service"))
+
+
+class Warnings(Sequence[str]):
+    """Things the report should show the user, each kept once and passed at once to whoever listens."""
+
+    def __init__(self) -> None:
+        self._messages: list[str] = []
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add(self, message: str) -> None:
+        if message in self._messages:
+            return
+        self._messages.append(message)
+        for listener in self._listeners:
+            listener(message)
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call listener with each warning raised from now on (the console shows them as they come)."""
+        self._listeners.append(listener)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._messages[index]
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._messages)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Warnings):
+            return self._messages == other._messages
+        return isinstance(other, list) and self._messages == other
+
+    def __repr__(self) -> str:
+        return f"Warnings({self._messages!r})"
+
+
 @dataclass
 class DatabaseSettings:
     """How to reach PostgreSQL; `password` never goes into a report."""
@@ -51,6 +131,8 @@ class DatabaseSettings:
     # How the connection is made, for the report: "tcp", "psql-in-container", ...
     via: str = "tcp"
     extra: dict[str, str] = field(default_factory=dict)
+    # Further libpq parameters from database.url (sslmode, sslrootcert, ...), passed on as they are.
+    parameters: dict[str, str] = field(default_factory=dict)
 
     def conninfo(self) -> dict[str, object]:
         info: dict[str, object] = {
@@ -60,6 +142,7 @@ class DatabaseSettings:
             "dbname": self.dbname,
             "connect_timeout": 5,
         }
+        info.update(self.parameters)
         if self.password is not None:
             info["password"] = self.password
         return info
@@ -69,7 +152,28 @@ class DatabaseSettings:
 class Target(Protocol):
     """Run commands and touch files in the services of one project."""
 
+    # The kind of target ("local", "compose"), as data for the report and the snapshot's manifest.
     name: str
+    # Things the report should show: a choice the target made, a change that will not last.
+    warnings: Warnings
+
+    @property
+    def on_this_host(self) -> bool:
+        """True when the services run on this machine: their files are its files, its client tools reach the db."""
+        ...
+
+    @property
+    def workdir(self) -> str | None:
+        """The backend's working directory on this host, where relative file paths start; None in a service."""
+        ...
+
+    def environment(self, service: str) -> dict[str, str]:
+        """Return the environment a command in the service starts with, before runbook.yml's and the step's."""
+        ...
+
+    def streams_stdin(self) -> bool:
+        """True when a command's stdin is a live stream fed as it runs; False when it is uploaded whole first."""
+        ...
 
     def exec(
         self,
@@ -110,19 +214,19 @@ class Target(Protocol):
         ...
 
     def read_file(self, service: str, path: str) -> bytes:
-        """Return the bytes of a file in the service."""
+        """Return the bytes of a file in the service; MissingFile when there is none, else FileAccessError."""
         ...
 
     def write_file(self, service: str, path: str, data: bytes) -> None:
-        """Create or replace a file in the service."""
+        """Create or replace a file in the service (and its directory); FileAccessError when it cannot."""
         ...
 
     def list_files(self, service: str, directory: str, pattern: str = "*") -> list[str]:
-        """Return the paths of files under directory matching a glob pattern, sorted."""
+        """Return the paths of files under directory matching a glob pattern, sorted; none when it is missing."""
         ...
 
     def delete_file(self, service: str, path: str) -> None:
-        """Remove a file in the service."""
+        """Remove a file in the service; a missing one is fine, one that cannot go is FileAccessError."""
         ...
 
     def database_settings(self) -> DatabaseSettings:

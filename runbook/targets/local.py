@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import selectors
 import signal
@@ -11,12 +12,48 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
-from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
+from runbook.targets.base import (
+    DatabaseSettings,
+    ExecResult,
+    OutputCallback,
+    Warnings,
+    create_output_file,
+    file_error,
+)
 from runbook.targets.capture import OutputBuffer, exec_result
+
+_URL_SCHEMES = ("postgres", "postgresql")
+# What libpq's URL gives that has a field of its own; anything else (sslmode, ...) is passed on as it is.
+_OWN_FIELDS = ("host", "port", "user", "password", "dbname")
+
+
+def _settings_from_url(url: str, settings: DatabaseSettings) -> None:
+    """Overlay what a postgresql:// URL says on settings, parsed by libpq's own rules (host=, sslmode, ...)."""
+    scheme, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    if scheme.lower() not in _URL_SCHEMES:
+        raise ConfigError(f"database.url must start with postgresql://, got {scheme}://")
+    try:
+        # libpq knows the scheme in lower case only.
+        params = conninfo_to_dict(f"{scheme.lower()}://{rest}")
+    except ProgrammingError as exc:
+        # libpq's message may quote the whole URL, password and all: it stays out of the line.
+        raise ConfigError("database.url is not a valid PostgreSQL URL",
+                          hint="write it as postgresql://user:password@host:port/dbname?sslmode=...") from exc
+    port = str(params.get("port") or "")
+    if port and not port.isdigit():
+        raise ConfigError(f"database.url must name one port, got {port!r}", hint="give one host and one port")
+    settings.host = str(params.get("host") or settings.host)
+    settings.port = int(port) if port else settings.port
+    settings.user = str(params.get("user") or settings.user)
+    settings.password = str(params["password"]) if params.get("password") else settings.password
+    settings.dbname = str(params.get("dbname") or settings.dbname)
+    settings.parameters.update({k: str(v) for k, v in params.items() if k not in _OWN_FIELDS})
 
 
 def settings_from_config(config: Config, fallback: DatabaseSettings | None = None) -> DatabaseSettings | None:
@@ -28,14 +65,7 @@ def settings_from_config(config: Config, fallback: DatabaseSettings | None = Non
     settings = DatabaseSettings(host=base.host, port=base.port, user=base.user,
                                 password=base.password, dbname=base.dbname, via="tcp (runbook.yml)")
     if db.url:
-        url = urlparse(db.url)
-        if url.scheme not in ("postgres", "postgresql"):
-            raise ConfigError(f"database.url must start with postgresql://, got {url.scheme}://")
-        settings.host = url.hostname or settings.host
-        settings.port = url.port or settings.port
-        settings.user = unquote(url.username) if url.username else settings.user
-        settings.password = unquote(url.password) if url.password else settings.password
-        settings.dbname = url.path.lstrip("/") or settings.dbname
+        _settings_from_url(db.url, settings)
     settings.host = db.host or settings.host
     settings.port = db.port or settings.port
     settings.user = db.user or settings.user
@@ -54,17 +84,28 @@ class LocalTarget:
     """Run everything on the host; the service name only labels where a step belongs."""
 
     name = "local"
+    on_this_host = True
 
     def __init__(self, config: Config):
         self.config = config
-        self.warnings: list[str] = []
-        self.workdir = Path(config.backend.workdir or config.project_dir)
-        if not self.workdir.is_absolute():
-            self.workdir = (config.project_dir / self.workdir).resolve()
+        self.warnings = Warnings()
+        root = Path(config.backend.workdir or config.project_dir)
+        self._root = root if root.is_absolute() else (config.project_dir / root).resolve()
+
+    @property
+    def workdir(self) -> str:
+        return str(self._root)
+
+    def environment(self, service: str) -> dict[str, str]:
+        # Every command starts with this process's environment (see _run).
+        return dict(os.environ)
+
+    def streams_stdin(self) -> bool:
+        return True  # a pipe
 
     def check_ready(self, services: Sequence[str]) -> None:
-        if not self.workdir.is_dir():
-            raise EnvironmentNotReady(f"backend workdir {self.workdir} does not exist",
+        if not self._root.is_dir():
+            raise EnvironmentNotReady(f"backend workdir {self._root} does not exist",
                                       hint="set backend.workdir in runbook.yml")
 
     def exec(
@@ -82,7 +123,7 @@ class LocalTarget:
             raise ConfigError("the local target cannot switch user; remove `user:` or use the compose target")
         # A relative workdir (backend.workdir, a step's own) is relative to the project dir, as in a container
         # it is relative to the service's working directory; joining it to self.workdir would apply it twice.
-        cwd = (self.config.project_dir / workdir).resolve() if workdir else self.workdir
+        cwd = (self.config.project_dir / workdir).resolve() if workdir else self._root
         return self._run(argv, cwd, env, subprocess.DEVNULL, subprocess.PIPE, timeout, on_output)
 
     def exec_to_file(
@@ -96,7 +137,7 @@ class LocalTarget:
     ) -> ExecResult:
         # The command writes straight into the file: no byte of it passes through this process.
         with create_output_file(dest) as sink:
-            result = self._run(argv, self.workdir, env, subprocess.DEVNULL, sink, timeout, None)
+            result = self._run(argv, self._root, env, subprocess.DEVNULL, sink, timeout, None)
             os.fsync(sink.fileno())
         return result
 
@@ -110,7 +151,7 @@ class LocalTarget:
         timeout: float | None = None,
     ) -> ExecResult:
         with open(src, "rb") as source:
-            return self._run(argv, self.workdir, env, source, subprocess.PIPE, timeout, None)
+            return self._run(argv, self._root, env, source, subprocess.PIPE, timeout, None)
 
     def _run(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None, stdin: Any, stdout: Any,
              timeout: float | None, on_output: OutputCallback | None) -> ExecResult:
@@ -187,26 +228,40 @@ class LocalTarget:
 
     def _path(self, path: str) -> Path:
         p = Path(path)
-        return p if p.is_absolute() else self.workdir / p
+        return p if p.is_absolute() else self._root / p
 
     def read_file(self, service: str, path: str) -> bytes:
-        return self._path(path).read_bytes()
+        try:
+            return self._path(path).read_bytes()
+        except OSError as exc:
+            raise file_error("read", service, str(self._path(path)), exc) from exc
 
     def write_file(self, service: str, path: str, data: bytes) -> None:
         target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.runbook-tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # the same fault may stop the clean-up too
+                tmp.unlink(missing_ok=True)
+            raise file_error("write", service, str(self._path(path)), exc) from exc
 
     def list_files(self, service: str, directory: str, pattern: str = "*") -> list[str]:
         base = self._path(directory)
-        if not base.is_dir():
-            return []
-        return sorted(str(p) for p in base.glob(pattern) if p.is_file())
+        try:
+            if not base.is_dir():
+                return []
+            return sorted(str(p) for p in base.glob(pattern) if p.is_file())
+        except OSError as exc:
+            raise file_error("list", service, str(self._path(directory)), exc) from exc
 
     def delete_file(self, service: str, path: str) -> None:
-        self._path(path).unlink(missing_ok=True)
+        try:
+            self._path(path).unlink(missing_ok=True)
+        except OSError as exc:
+            raise file_error("delete", service, str(self._path(path)), exc) from exc
 
     def database_settings(self) -> DatabaseSettings:
         settings = settings_from_config(self.config)
@@ -223,4 +278,4 @@ class LocalTarget:
         return settings
 
     def describe(self) -> dict[str, str]:
-        return {"target": "local", "workdir": str(self.workdir)}
+        return {"target": "local", "workdir": self.workdir}

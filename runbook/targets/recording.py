@@ -7,7 +7,6 @@ its files live in a dict.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import posixpath
 import shlex
@@ -15,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
+from runbook.targets.base import (
+    DatabaseSettings,
+    ExecResult,
+    MissingFile,
+    OutputCallback,
+    Warnings,
+    create_output_file,
+)
 
 # What a scripted command answers: one result every time, results in turn (the last one repeating),
 # or a function of the call itself.
@@ -51,6 +57,8 @@ class RecordingTarget:
     """
 
     name = "recording"
+    # Nothing runs anywhere; answering like a remote service keeps host-only paths (the local pg_dump) out.
+    on_this_host = False
 
     def __init__(self, answers: Mapping[str, Answer] | None = None, *, files: Mapping[str, bytes] | None = None,
                  settings: DatabaseSettings | None = None, workdir: str | None = None,
@@ -63,9 +71,7 @@ class RecordingTarget:
         self.environments = {service: dict(env) for service, env in (environments or {}).items()}
         self.facts = dict(facts or {})
         self.calls: list[Call] = []
-        self.warnings: list[str] = []
-        # Called with each new warning as it is raised, as the compose target does.
-        self.on_warning: Callable[[str], None] | None = None
+        self.warnings = Warnings()
         self._turns: dict[str, int] = {}
 
     # --- what the tests read back ---------------------------------------------------------------------
@@ -76,10 +82,7 @@ class RecordingTarget:
 
     def warn(self, text: str) -> None:
         """Raise a warning once, as a real target does when it finds something odd about the stack."""
-        if text not in self.warnings:
-            self.warnings.append(text)
-            if self.on_warning is not None:
-                self.on_warning(text)
+        self.warnings.add(text)
 
     # --- the Target protocol ------------------------------------------------------------------------
 
@@ -112,7 +115,8 @@ class RecordingTarget:
         full = self._path(path)
         self.calls.append(Call("read_file", service, path=full))
         if full not in self.files:
-            raise FileNotFoundError(errno.ENOENT, "No such file in the recording target", full)
+            raise MissingFile(f"cannot read {full} in {service}: no such file in the recording target",
+                              path=full, service=service)
         return self.files[full]
 
     def write_file(self, service: str, path: str, data: bytes) -> None:
@@ -133,6 +137,9 @@ class RecordingTarget:
         full = self._path(path)
         self.calls.append(Call("delete_file", service, path=full))
         self.files.pop(full, None)
+
+    def streams_stdin(self) -> bool:
+        return True
 
     def database_settings(self) -> DatabaseSettings:
         return self.settings

@@ -23,7 +23,7 @@ import pytest
 
 from runbook.config import Config, DatabaseConfig, ServiceNames
 from runbook.errors import EnvironmentNotReady, StepFailed
-from runbook.targets.base import Target
+from runbook.targets.base import MissingFile, Target
 from runbook.targets.compose import ComposeTarget
 
 pytestmark = pytest.mark.integration
@@ -284,7 +284,7 @@ def test_write_read_list_delete_round_trip(target: ComposeTarget, app_dir: Path)
     target.delete_file("backend", f"{migrations}/0002_more.py")
     target.delete_file("backend", f"{migrations}/0002_more.py")  # already gone: fine, like rm -f
     assert not on_host.exists()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingFile, match="0002_more.py in backend: No such file"):
         target.read_file("backend", f"{migrations}/0002_more.py")
     assert target.warnings == []
 
@@ -305,12 +305,12 @@ def test_delete_failure_is_an_error(target: ComposeTarget) -> None:
 
 
 def test_persistent_and_non_persistent_paths(target: ComposeTarget) -> None:
-    assert target.is_persistent("backend", "/srv/app/x.py")
-    assert target.is_persistent("backend", "relative/x.py")  # under working_dir /srv/app
-    assert not target.is_persistent("backend", "/srv/application.py")
-    assert target.is_persistent("db", "/var/lib/postgresql/data/PG_VERSION")  # named volume
-    assert not target.is_persistent("db", "/etc/hostname-copy")
-    assert not target.is_persistent("backend", "/srv/scratch/x.py")  # tmpfs: a mount, gone with the container
+    assert target.files.is_persistent("backend", "/srv/app/x.py")
+    assert target.files.is_persistent("backend", "relative/x.py")  # under working_dir /srv/app
+    assert not target.files.is_persistent("backend", "/srv/application.py")
+    assert target.files.is_persistent("db", "/var/lib/postgresql/data/PG_VERSION")  # named volume
+    assert not target.files.is_persistent("db", "/etc/hostname-copy")
+    assert not target.files.is_persistent("backend", "/srv/scratch/x.py")  # tmpfs: a mount, gone with the container
     # Docker's archive API cannot see into a tmpfs mount: a clear error, not a write that silently vanishes.
     with pytest.raises(StepFailed, match="cannot write into /srv/scratch in backend: it is on the tmpfs mount"):
         target.write_file("backend", "/srv/scratch/x.py", b"x = 1\n")
@@ -324,17 +324,6 @@ def test_persistent_and_non_persistent_paths(target: ComposeTarget) -> None:
         "/opt/rbtest/note.txt in backend is not on a bind mount or volume: "
         "the change is lost when the container is recreated"
     ]
-
-
-def test_copy_out_and_in(target: ComposeTarget, tmp_path: Path) -> None:
-    for name in ("0001_initial.py", "__init__.py"):
-        target.write_file("backend", f"/srv/app/copy/migrations/{name}", name.encode())
-    local = target.copy_out("backend", "/srv/app/copy/migrations", tmp_path / "out")
-    assert sorted(p.name for p in local.iterdir()) == ["0001_initial.py", "__init__.py"]
-    target.copy_in("backend", local, "/srv/app/copy/restored")
-    assert target.read_file("backend", "/srv/app/copy/restored/0001_initial.py") == b"0001_initial.py"
-    single = target.copy_out("backend", "/srv/app/copy/migrations/__init__.py", tmp_path / "one")
-    assert single.read_bytes() == b"__init__.py"
 
 
 # --- the database ----------------------------------------------------------------------------------
@@ -358,7 +347,7 @@ def test_credentials_from_config_with_the_containers_address(stack: None, tmp_pa
 
 def test_describe(target: ComposeTarget, docker_client: docker.DockerClient) -> None:
     assert target.describe() == {
-        "target": "compose", "project": PROJECT, "compose_file": "", "docker_host": target.docker_host,
+        "target": "compose", "project": PROJECT, "compose_file": "", "docker_host": target.containers.docker_host,
         "db": container_name(docker_client, "db"), "backend": container_name(docker_client, "backend"),
     }
 
@@ -379,7 +368,7 @@ def test_project_found_from_the_directory_name(stack: None, tmp_path: Path) -> N
     directory.mkdir()
     target = ComposeTarget(Config(project_dir=directory))
     target.check_ready(["db", "backend"])
-    assert target.project.name == PROJECT
+    assert target.containers.project.name == PROJECT
 
 
 def test_project_found_from_the_compose_file_name(stack: None, tmp_path: Path,
@@ -451,7 +440,7 @@ def test_two_containers_for_one_service(target: ComposeTarget, app_dir: Path,
     compose("up", "-d", "--no-recreate", "--scale", "backend=2", "backend", app_dir=app_dir)
     try:
         target.check_ready(["db", "backend"])
-        assert target.container("backend").name == container_name(docker_client, "backend", 1)
+        assert target.containers.container("backend").name == container_name(docker_client, "backend", 1)
         assert container_name(docker_client, "backend", 2) in target.warnings[0]
         assert len(target.warnings) == 1
         assert "runs 2 containers" in target.warnings[0]
@@ -464,12 +453,12 @@ def test_two_containers_for_one_service(target: ComposeTarget, app_dir: Path,
 def test_a_container_stopped_between_create_and_start_is_one_line(target: ComposeTarget,
                                                                    docker_client: docker.DockerClient) -> None:
     container = docker_client.containers.get(container_name(docker_client, "backend"))
-    _, exec_id = target._exec_create("backend", ["true"], None, None, None)
+    _, exec_id = target.execs.create("backend", ["true"], None, None, None)
     container.stop(timeout=1)
     try:
         # The daemon answers 404 or 409 to starting it now: that is the step's service gone, not a traceback.
         with pytest.raises(EnvironmentNotReady) as caught:
-            target._collect(exec_id, "true in backend", "backend", 10)
+            target.execs.collect(exec_id, "true in backend", "backend", 10)
     finally:
         container.start()
     assert caught.value.exit_code == 4
@@ -481,8 +470,8 @@ def test_a_container_stopped_between_create_and_start_is_one_line(target: Compos
 
 def test_files_stream_through_the_sdk_path_that_ssh_takes(stack: None, tmp_path: Path) -> None:
     target = ComposeTarget(Config(project_dir=tmp_path), project_name=PROJECT, stream_via_sdk=True)
-    assert not target.hijack_supported(stdin=True) and not target.hijack_supported(stdin=False)
-    assert ComposeTarget(Config(project_dir=tmp_path), project_name=PROJECT).hijack_supported(stdin=True)
+    assert not target.execs.hijack_supported(stdin=True) and not target.execs.hijack_supported(stdin=False)
+    assert ComposeTarget(Config(project_dir=tmp_path), project_name=PROJECT).execs.hijack_supported(stdin=True)
     payload = os.urandom(3 * 1024 * 1024 + 17)  # not a multiple of the tar block or the chunk size
     source = tmp_path / "payload.bin"
     source.write_bytes(payload)

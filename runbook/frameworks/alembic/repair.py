@@ -21,6 +21,7 @@ from runbook.errors import StepFailed
 from runbook.frameworks.actions import ActionResult, action
 from runbook.frameworks.alembic.inspection import HeadKinds, classify_heads
 from runbook.frameworks.backend import exec_options
+from runbook.targets.base import MissingFile
 
 if TYPE_CHECKING:
     from runbook.frameworks.context import RunContext
@@ -486,8 +487,8 @@ def unified_diff(path: str, old: str, new: str) -> str:
 def _backend_path(ctx: RunContext, path: str) -> str:
     """Place a relative path like the backend's commands see it (in runbook.yml's backend workdir)."""
     workdir = ctx.config.backend.workdir
-    # The local target resolves relative paths against its workdir already.
-    if posixpath.isabs(path) or not workdir or ctx.target.name == "local":
+    # A target with a workdir of its own (local) resolves relative paths against it already.
+    if posixpath.isabs(path) or not workdir or ctx.target.workdir is not None:
         return path
     return posixpath.join(workdir, path)
 
@@ -517,9 +518,9 @@ def _versions_dirs(ctx: RunContext, args: dict[str, Any]) -> list[str]:
     ini = config_file(alembic_argv, args.get("config"))
     try:
         text = ctx.target.read_file("backend", _backend_path(ctx, ini)).decode("utf-8")
-    except FileNotFoundError:
+    except MissingFile:
         return [_backend_path(ctx, DEFAULT_VERSIONS_DIR)]
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise StepFailed(f"cannot read {ini} in backend: {exc}") from exc
     try:
         config = read_config(text, ini, section=config_section(alembic_argv))
@@ -537,7 +538,7 @@ def _read_revisions(ctx: RunContext, args: dict[str, Any]) -> tuple[RevisionGrap
         for path in ctx.target.list_files("backend", directory, "*.py"):
             try:
                 text = ctx.target.read_file("backend", path).decode("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError as exc:
                 raise StepFailed(f"cannot read {path} in backend: {exc}") from exc
             revision = parse_revision(text, path)
             if revision is not None:
@@ -677,10 +678,7 @@ def linearize(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     out += data["other_databases"]
     diffs = []
     for move in plan.moves:
-        try:
-            ctx.target.write_file("backend", move.path, rewritten[move.path].encode("utf-8"))
-        except OSError as exc:
-            raise StepFailed(f"cannot write {move.path} in backend: {exc}") from exc
+        ctx.target.write_file("backend", move.path, rewritten[move.path].encode("utf-8"))
         _drop_bytecode(ctx, move.path)
         out.append(f"moved {move.revision}: down_revision {', '.join(move.old) or 'None'} -> {', '.join(move.new)}"
                    f" ({move.path})")
@@ -708,7 +706,7 @@ def _drop_bytecode(ctx: RunContext, path: str) -> None:
     try:
         for pyc in ctx.target.list_files("backend", cache, f"{stem}.*.pyc"):
             ctx.target.delete_file("backend", pyc)
-    except (StepFailed, OSError):
+    except StepFailed:
         pass  # best effort: Python also checks the source's size and mtime
 
 

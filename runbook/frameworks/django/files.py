@@ -263,7 +263,7 @@ def regenerate(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                     final, _ = rewrite_dependencies(final, app, deleted_names[app], initial[app])
             ctx.target.write_file("backend", path, final.encode("utf-8"))
             diffs.append(unified_diff(path, text, final))
-    except (StepFailed, OSError) as exc:
+    except StepFailed as exc:  # FileAccessError too: a file that cannot be written or deleted
         lines.append(f"failed: {exc}; putting the migration files back")
         _restore(ctx, chosen, saved, originals)
         return ActionResult(1, "\n".join(lines) + "\n", problems=[str(exc)],

@@ -18,7 +18,7 @@ from runbook.config import Config
 from runbook.errors import InputError, SnapshotFailed
 from runbook.redact import Redactor
 from runbook.results import RunResult
-from runbook.targets.hijack import STDERR, STDOUT, FrameDecoder
+from runbook.targets.compose.hijack import STDERR, STDOUT, FrameDecoder
 from runbook.targets.local import LocalTarget
 
 

@@ -62,7 +62,7 @@ def test_list_imports_no_engine_jinja2_docker_or_psycopg(tmp_path):
 
 
 def test_docker_is_imported_without_paramiko_unless_docker_host_is_ssh():
-    code = "import sys, runbook.targets.docker_sdk; print('paramiko' in sys.modules)"
+    code = "import sys, runbook.targets.compose.docker_sdk; print('paramiko' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     ssh = subprocess.run([sys.executable, "-c", code + "; import docker.transport as t; print(hasattr(t, "

@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 from runbook.artifacts.report import rehearsal_lines
-from runbook.engine.rehearsal import copy_name, database_overrides, real_run_command
+from runbook.engine.rehearsal import backend_environment, copy_name, database_overrides, real_run_command
+
+
+def test_the_backend_environment_is_the_targets_with_runbook_yml_on_top() -> None:
+    from types import SimpleNamespace
+
+    from runbook.config import Config
+
+    asked: list[str] = []
+
+    def environment(service: str) -> dict[str, str]:
+        asked.append(service)
+        return {"DB_NAME": "shop", "PATH": "/usr/bin"}
+
+    config = Config()
+    config.backend.env = {"DB_NAME": "pinned"}
+    target = SimpleNamespace(environment=environment)
+    assert backend_environment(target, config) == {"DB_NAME": "pinned", "PATH": "/usr/bin"}  # type: ignore[arg-type]
+    assert asked == ["backend"]
 
 
 def test_a_database_named_variable_with_the_name_is_pointed_at_the_copy() -> None:

@@ -17,6 +17,7 @@ from runbook.frameworks.alembic.repair import (
     unified_diff,
     versions_dirs_from_ini,
 )
+from runbook.targets.base import MissingFile
 
 LEADGEN = Path(__file__).resolve().parents[2] / "projects" / "leadgen"
 
@@ -327,6 +328,7 @@ class MemoryTarget:
     """Files of the backend in a dict: enough of the Target interface for the alembic actions."""
 
     name = "compose"
+    workdir = None  # relative paths resolve in the service, as in a container
 
     def __init__(self, files: dict[str, str]):
         self.files = {path: text.encode() for path, text in files.items()}
@@ -336,7 +338,8 @@ class MemoryTarget:
         try:
             return self.files[path]
         except KeyError:
-            raise FileNotFoundError(2, "no such file", path) from None
+            raise MissingFile(f"cannot read {path} in {service}: no such file", path=path,
+                              service=service) from None
 
     def write_file(self, service: str, path: str, data: bytes) -> None:
         self.files[path] = data

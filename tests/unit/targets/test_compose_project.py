@@ -10,7 +10,7 @@ import pytest
 from runbook.config import Config, DatabaseConfig
 from runbook.errors import ConfigError, EnvironmentNotReady
 from runbook.targets.compose import ComposeTarget
-from runbook.targets.compose_project import (
+from runbook.targets.compose.project import (
     ContainerInfo,
     find_compose_file,
     glob_depth,
@@ -73,6 +73,14 @@ def test_dotenv_is_read_but_real_environment_wins(tmp_path: Path) -> None:
     assert read_dotenv(directory)["COMPOSE_PROJECT_NAME"] == "dotenv"
     assert resolve_project(directory, env={}).name == "dotenv"
     assert resolve_project(directory, env={"COMPOSE_PROJECT_NAME": "real"}).name == "real"
+
+
+def test_dotenv_follows_compose_quoting_and_comments(tmp_path: Path) -> None:
+    directory = _project_dir(tmp_path)
+    (directory / ".env").write_text('COMPOSE_PROJECT_NAME="shop" # the project\nBARE\nCOMPOSE_FILE=${NOWHERE:-x.yml}\n')
+    assert read_dotenv(directory) == {"COMPOSE_PROJECT_NAME": "shop", "COMPOSE_FILE": "x.yml"}
+    assert resolve_project(directory, env={}, compose_file="compose.yaml").name == "shop"
+    assert read_dotenv(tmp_path / "no-such-dir") == {}
 
 
 def test_name_in_compose_file_wins_over_directory(tmp_path: Path) -> None:

@@ -11,13 +11,13 @@ import pytest
 from runbook.database.postgres import is_network_failure
 from runbook.engine.prepare import Options, load_project_config
 from runbook.errors import StepFailed
-from runbook.targets.compose import TAR_CHUNK, _tar_stream
+from runbook.targets.compose.streams import TAR_CHUNK, tar_stream
 
 
 @pytest.mark.parametrize("size", [0, 1, 511, 512, 513, TAR_CHUNK, TAR_CHUNK * 3 + 7])
 def test_streamed_tar_is_a_valid_archive_of_the_file(size: int) -> None:
     data = bytes(i % 251 for i in range(size))
-    chunks = list(_tar_stream(io.BytesIO(data), "stdin", size, 999, 998))
+    chunks = list(tar_stream(io.BytesIO(data), "stdin", size, 999, 998))
     assert max(len(c) for c in chunks) <= TAR_CHUNK + 2 * tarfile.BLOCKSIZE  # never the whole file at once
     blob = b"".join(chunks)
     assert len(blob) % tarfile.BLOCKSIZE == 0
@@ -29,7 +29,7 @@ def test_streamed_tar_is_a_valid_archive_of_the_file(size: int) -> None:
 
 def test_streamed_tar_refuses_a_file_that_shrank() -> None:
     with pytest.raises(StepFailed, match="shrank while it was being copied"):
-        list(_tar_stream(io.BytesIO(b"short"), "stdin", 100, 0, 0))
+        list(tar_stream(io.BytesIO(b"short"), "stdin", 100, 0, 0))
 
 
 @pytest.mark.parametrize(("text", "network"), [

@@ -11,9 +11,9 @@ import pytest
 
 from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
-from runbook.targets.base import Target
+from runbook.targets.base import FileAccessError, MissingFile, Target, Warnings
 from runbook.targets.capture import OutputBuffer
-from runbook.targets.local import LocalTarget
+from runbook.targets.local import LocalTarget, settings_from_config
 
 PY = sys.executable
 
@@ -27,6 +27,23 @@ def test_is_a_target(target, tmp_path):
     assert isinstance(target, Target)
     assert target.describe() == {"target": "local", "workdir": str(tmp_path)}
     target.check_ready(["backend"])
+
+
+def test_the_backend_runs_on_this_host_in_its_workdir(tmp_path, monkeypatch):
+    (tmp_path / "app").mkdir()
+    config = Config(project_dir=tmp_path)
+    config.backend.workdir = "app"
+    target = LocalTarget(config)
+    assert target.on_this_host is True
+    assert target.workdir == str(tmp_path / "app")
+    monkeypatch.setenv("RUNBOOK_TEST_LOCAL_ENV", "from-this-process")
+    environment = target.environment("backend")
+    assert environment["RUNBOOK_TEST_LOCAL_ENV"] == "from-this-process"
+    assert environment == dict(os.environ)
+    environment["RUNBOOK_TEST_LOCAL_ENV"] = "changed"  # a copy: the process keeps its own
+    assert os.environ["RUNBOOK_TEST_LOCAL_ENV"] == "from-this-process"
+    assert isinstance(target.warnings, Warnings) and target.warnings == []
+    assert target.streams_stdin() is True
 
 
 def test_missing_workdir_not_ready(tmp_path):
@@ -233,8 +250,60 @@ def test_files_read_write_list_delete(target, tmp_path):
     target.delete_file("backend", "shop/migrations/0002_more.py")
     target.delete_file("backend", "shop/migrations/0002_more.py")  # already gone: fine
     assert not (tmp_path / "shop/migrations/0002_more.py").exists()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingFile, match="0002_more.py in backend: No such file"):
         target.read_file("backend", "shop/migrations/0002_more.py")
+
+
+def test_file_errors_are_one_line_with_the_path_and_the_fix(target, tmp_path):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileAccessError) as read:
+        target.read_file("backend", "adir")
+    assert str(read.value) == f"cannot read {tmp_path / 'adir'} in backend: Is a directory " \
+                              "(name a file, not a directory)"
+    assert (read.value.path, read.value.service, read.value.exit_code) == (str(tmp_path / "adir"), "backend", 1)
+    with pytest.raises(FileAccessError, match="cannot write .*afile/x.py in backend: File exists") as write:
+        target.write_file("backend", "afile/x.py", b"y")
+    assert write.value.hint == "a file stands where a directory is needed: check the path"
+    with pytest.raises(FileAccessError, match=f"cannot write {tmp_path / 'adir'} in backend: Is a directory"):
+        target.write_file("backend", "adir", b"y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]  # no temporary file left
+    with pytest.raises(FileAccessError, match=f"cannot delete {tmp_path / 'adir'} in backend: Is a directory"):
+        target.delete_file("backend", "adir")
+    with pytest.raises(MissingFile) as missing:
+        target.read_file("backend", str(tmp_path / "nowhere.py"))
+    assert missing.value.hint == "check the path" and missing.value.path == str(tmp_path / "nowhere.py")
+
+
+def test_a_url_keeps_the_socket_directory_and_sslmode(tmp_path):
+    config = Config(project_dir=tmp_path)
+    config.database.url = "postgresql://app:s%40cret@/shop?host=/var/run/postgresql&sslmode=require"
+    settings = settings_from_config(config)
+    assert (settings.host, settings.port, settings.user, settings.password, settings.dbname) == (
+        "/var/run/postgresql", 5432, "app", "s@cret", "shop")
+    assert settings.parameters == {"sslmode": "require"}
+    info = settings.conninfo()
+    assert (info["host"], info["sslmode"], info["password"]) == ("/var/run/postgresql", "require", "s@cret")
+
+
+def test_a_postgres_url_with_host_and_port(tmp_path):
+    config = Config(project_dir=tmp_path)
+    config.database.url = "Postgres://u@db.internal:6543/x?host=/tmp&sslmode=verify-full&sslrootcert=/ca.pem"
+    settings = settings_from_config(config)
+    # libpq's rule: host= in the query names where to connect, over the URL's host.
+    assert (settings.host, settings.port, settings.user, settings.dbname) == ("/tmp", 6543, "u", "x")
+    assert settings.parameters == {"sslmode": "verify-full", "sslrootcert": "/ca.pem"}
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@[::1/db", "postgresql://u:hunter2@h/db?nope=1",
+                                 "postgresql://u:hunter2@h:1,h2:2/db"])
+def test_a_broken_url_is_a_config_error_that_keeps_the_password_out(tmp_path, url):
+    config = Config(project_dir=tmp_path)
+    config.database.url = url
+    with pytest.raises(ConfigError) as caught:
+        settings_from_config(config)
+    assert "database.url" in str(caught.value) and "hunter2" not in str(caught.value)
+    assert caught.value.exit_code == 2
 
 
 def test_database_settings_from_pg_environment(target, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runbook.targets.base import ExecResult, Target
+from runbook.targets.base import ExecResult, MissingFile, Target
 from runbook.targets.recording import Call, RecordingTarget
 
 
@@ -61,7 +61,7 @@ def test_files_live_in_a_dict_and_every_operation_is_recorded():
     ]
     assert target.list_files("backend", "/app/shop", "*.py") == ["/app/shop/models.py"]
     target.delete_file("backend", "shop/migrations/0001_initial.py")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingFile, match="no such file"):
         target.read_file("backend", "/app/shop/migrations/0001_initial.py")
     assert [(call.operation, call.path) for call in target.calls] == [
         ("write_file", "/app/shop/migrations/0002_more.py"),
@@ -95,7 +95,7 @@ def test_workdir_environment_warnings_and_description():
     assert target.environment("db") == {"POSTGRES_DB": "shop"} and target.environment("backend") == {}
     assert target.describe() == {"target": "recording", "project": "demo"}
     seen: list[str] = []
-    target.on_warning = seen.append
+    target.warnings.listen(seen.append)
     target.warn("two containers")
     target.warn("two containers")
     assert target.warnings == ["two containers"] and seen == ["two containers"]

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+from dotenv import dotenv_values
 
 from runbook.errors import ConfigError, EnvironmentNotReady
 from runbook.targets.base import DatabaseSettings
@@ -44,24 +45,12 @@ def normalize_project_name(name: str) -> str:
 
 
 def read_dotenv(project_dir: Path) -> dict[str, str]:
-    """Return the simple KEY=VALUE pairs of `<project_dir>/.env`, which Compose reads for COMPOSE_*."""
-    path = project_dir / ".env"
-    values: dict[str, str] = {}
+    """Return the variables of `<project_dir>/.env`, which Compose reads for COMPOSE_*; none when unreadable."""
     try:
-        text = path.read_text(encoding="utf-8")
+        values = dotenv_values(project_dir / ".env")
     except (OSError, UnicodeDecodeError):
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
+        return {}
+    return {key: value for key, value in values.items() if value is not None}  # None: a bare `KEY` line
 
 
 def find_compose_file(
