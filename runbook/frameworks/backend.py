@@ -68,13 +68,23 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def backend_exec(ctx: RunContext, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+    """Run argv in the backend service with runbook.yml's env, workdir and user, under the step timeout."""
+    options = exec_options(ctx.config, "backend", env)
+    return ctx.target.exec("backend", argv, env=options.env, workdir=options.workdir, user=options.user,
+                           timeout=ctx.config.step_timeout)
+
+
+def manage(ctx: RunContext, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run the configured `manage.py` with argv in the backend; return its exit code and its output."""
+    result = backend_exec(ctx, [*ctx.config.backend.manage, *argv], env)
+    return result.exit_code, result.stdout + result.stderr
+
+
 def run_script(ctx: RunContext, name: str, args: list[str], *, interpreter: list[str], what: str,
                source: str | None = None) -> Any:
     """Run a shipped script (or the given source) in the backend and return its parsed answer."""
-    argv = [*interpreter, "-c", source or script_source(name), *args, "--compress"]
-    options = exec_options(ctx.config, "backend")
-    result: ExecResult = ctx.target.exec("backend", argv, env=options.env, workdir=options.workdir,
-                                         user=options.user, timeout=ctx.config.step_timeout)
+    result = backend_exec(ctx, [*interpreter, "-c", source or script_source(name), *args, "--compress"])
     if result.exit_code != 0:
         raise script_error(result, what, " ".join(interpreter))
     if result.truncated:

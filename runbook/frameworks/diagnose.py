@@ -97,22 +97,6 @@ def _partial(fc: django.FakeCheck) -> bool:
     return any(c.ok is True or c.superseded_by for c in fc.checks)
 
 
-def _descendants(nodes: dict[str, django.MigrationNode], key: str) -> set[str]:
-    """Return the migrations that depend on key, directly or not."""
-    children: dict[str, list[str]] = {}
-    for node in nodes.values():
-        for dep in node.dependencies:
-            children.setdefault(dep, []).append(node.key)
-    found: set[str] = set()
-    stack = [key]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
 def _schema_lost(found: django.Inspection) -> dict[str, list[str]]:
     """Return {app: problems} of columns that recorded migrations made and the database lost since."""
     lost: dict[str, list[str]] = {}
@@ -219,7 +203,7 @@ def django_findings(found: django.Inspection) -> list[Finding]:
             continue
         # What waits on this one (proven, or unapplied without a collision of its own) is finished in the same
         # run, or it would stay behind; complete-migrations' fake proves all of it against the state again.
-        later = _descendants(nodes, key)
+        later = django.descendants(nodes, [key])
         blocked = [k for k in checks if k not in fakeable and k not in covered and k not in partial
                    and (k in proven or k in later)]
         group = [k for k in _fakeable([key, *blocked], checks) if k == key or k in blocked] or [key]

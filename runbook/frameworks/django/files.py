@@ -10,7 +10,6 @@ recorded by the guarded `django.fake`, never blindly.
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 import posixpath
 from collections.abc import Iterable
@@ -18,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError, StepFailed
-from runbook.frameworks.actions import ActionResult, action
-from runbook.frameworks.backend import decode_answer, exec_options, script_error, split_manage
+from runbook.frameworks.actions import ActionResult, action, allow_keys
+from runbook.frameworks.backend import backend_exec, decode_answer, manage, script_error, split_manage
+from runbook.frameworks.diff import unified_diff
 from runbook.frameworks.django import inspection as django
 
 if TYPE_CHECKING:
@@ -81,10 +81,8 @@ class AppFiles:
 
 def locate(ctx: RunContext) -> dict[str, AppFiles]:
     """Return {app label: AppFiles}: a local app's migrations live under the backend's workdir, not in site-packages."""
-    interpreter, manage = split_manage(list(ctx.config.backend.manage))
-    options = exec_options(ctx.config, "backend")
-    result = ctx.target.exec("backend", [*interpreter, "-c", LOCATE, manage], env=options.env,
-                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
+    interpreter, manage_py = split_manage(list(ctx.config.backend.manage))
+    result = backend_exec(ctx, [*interpreter, "-c", LOCATE, manage_py])
     if result.exit_code != 0:
         raise script_error(result, "locating the migration files", " ".join(interpreter))
     data = decode_answer(result.stdout, "locating the migration files")
@@ -146,11 +144,6 @@ def rewrite_dependencies(text: str, app: str, names: Iterable[str], new: str) ->
     return data.decode("utf-8"), sorted(replaced)
 
 
-def unified_diff(path: str, before: str, after: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"a{path}", tofile=f"b{path}"))
-
-
 def names_list(args: dict[str, Any], key: str) -> list[str]:
     value = args.get(key)
     if value in (None, "", []):
@@ -191,13 +184,6 @@ def outside_dependants(found: django.Inspection, apps: Iterable[str]) -> dict[st
 
 # ---- actions ----
 
-def _manage(ctx: RunContext, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    options = exec_options(ctx.config, "backend", env)
-    result = ctx.target.exec("backend", [*ctx.config.backend.manage, *argv], env=options.env,
-                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
-    return result.exit_code, result.stdout + result.stderr
-
-
 def _read(ctx: RunContext, path: str) -> str:
     return ctx.target.read_file("backend", path).decode("utf-8")
 
@@ -210,9 +196,7 @@ def regenerate(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     Other apps' files that name a deleted migration are detached (`__first__`) while makemigrations runs,
     since Django cannot load a graph with a dangling dependency. Any failure puts every file back.
     """
-    unknown = sorted(set(args) - {"apps", "rewrite_dependants"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: apps, rewrite_dependants)")
+    allow_keys(args, "apps", "rewrite_dependants")
     apps = names_list(args, "apps")
     if not apps:
         raise InputError("django.regenerate-migrations needs `with: apps` (a list of app labels)")
@@ -248,7 +232,7 @@ def regenerate(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         for path, text in edits.items():
             if text != originals[path]:
                 ctx.target.write_file("backend", path, text.encode("utf-8"))
-        code, output = _manage(ctx, ["makemigrations", *apps, "--noinput"])
+        code, output = manage(ctx, ["makemigrations", *apps, "--noinput"])
         lines += [f"$ manage.py makemigrations {' '.join(apps)} --noinput", output.rstrip()]
         if code != 0:
             raise StepFailed(f"makemigrations failed (exit {code})")
@@ -311,9 +295,7 @@ def _restore(ctx: RunContext, chosen: list[AppFiles], saved: dict[str, bytes], o
 @action("django.reset-history")
 def reset_history(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Delete every django_migrations row of the given apps (their tables and data stay); no other app's."""
-    unknown = sorted(set(args) - {"apps"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: apps)")
+    allow_keys(args, "apps")
     apps = names_list(args, "apps")
     if not apps:
         raise InputError("django.reset-history needs `with: apps` (a list of app labels)")
@@ -330,15 +312,13 @@ def create_superuser(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Run `createsuperuser --noinput`; the password comes from `with: password` or the host's
     DJANGO_SUPERUSER_PASSWORD and reaches the backend only in the command's environment. An existing
     user of that name is left as it is."""
-    unknown = sorted(set(args) - {"username", "email", "password"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: username, email, password)")
+    allow_keys(args, "username", "email", "password")
     username = str(args.get("username") or "").strip()
     if not username:
         raise InputError("django.createsuperuser needs `with: username`")
     password = str(args.get("password") or os.environ.get("DJANGO_SUPERUSER_PASSWORD") or "")
     env = {"DJANGO_SUPERUSER_PASSWORD": password} if password else {}
-    code, output = _manage(ctx, ["createsuperuser", "--noinput", "--username", username,
+    code, output = manage(ctx, ["createsuperuser", "--noinput", "--username", username,
                                  "--email", str(args.get("email") or "")], env)
     if code != 0 and "already taken" in output:
         return ActionResult(0, f"user {username} already exists: left as it is\n",

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError, StepFailed
-from runbook.frameworks.backend import exec_options, run_script, split_manage
+from runbook.frameworks.backend import manage, run_script, split_manage
+from runbook.frameworks.ordering import dependency_order
 
 if TYPE_CHECKING:
     from runbook.frameworks.context import RunContext
@@ -359,31 +360,27 @@ def missing_ancestors(nodes: dict[str, MigrationNode]) -> list[str]:
     return [k for k in graph_order(nodes) if k in missing]
 
 
+def descendants(nodes: dict[str, MigrationNode], keys: list[str]) -> set[str]:
+    """Return the migrations that depend on any of keys, directly or not."""
+    children: dict[str, list[str]] = {}
+    for node in nodes.values():
+        for dep in node.dependencies:
+            children.setdefault(dep, []).append(node.key)
+    found: set[str] = set()
+    stack = list(keys)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
 def graph_order(nodes: dict[str, MigrationNode]) -> list[str]:
-    """Return migration keys with every dependency before its dependants (stable by name)."""
-    ordered: list[str] = []
-    seen: set[str] = set()
-    for root in sorted(nodes):
-        # Depth-first without recursion: real histories are chains hundreds of migrations long.
-        stack = [(root, False)]
-        while stack:
-            key, done = stack.pop()
-            if done:
-                ordered.append(key)
-                continue
-            if key in seen or key not in nodes:
-                continue
-            seen.add(key)
-            stack.append((key, True))
-            stack.extend((dep, False) for dep in sorted(nodes[key].dependencies, reverse=True))
-    return ordered
+    """Return migration keys with every dependency before its dependants (ties by name)."""
+    return dependency_order({key: [d for d in node.dependencies if d in nodes] for key, node in nodes.items()})
 
 
 def migrate(ctx: RunContext, key: str) -> tuple[int, str]:
     """Run `manage.py migrate APP NAME` in the backend; return its exit code and output."""
-    app, name = key.split(".", 1)
-    options = exec_options(ctx.config, "backend")
-    result = ctx.target.exec("backend", [*ctx.config.backend.manage, "migrate", app, name, "--noinput"],
-                             env=options.env, workdir=options.workdir, user=options.user,
-                             timeout=ctx.config.step_timeout)
-    return result.exit_code, result.stdout + result.stderr
+    return manage(ctx, ["migrate", *key.split(".", 1), "--noinput"])
