@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError, StepFailed
 from runbook.frameworks.actions import ActionResult, action, allow_keys
-from runbook.frameworks.backend import backend_exec, decode_answer, manage, script_error, split_manage
+from runbook.frameworks.backend import manage, run_script, split_manage
 from runbook.frameworks.diff import unified_diff
 from runbook.frameworks.django import inspection as django
 
@@ -27,43 +27,6 @@ if TYPE_CHECKING:
 
 PLACEHOLDER = "__first__"
 DEPENDENCY_LISTS = ("dependencies", "run_before")
-
-# Run by the backend's python: where does each app keep its migrations, and is that the project's own code?
-LOCATE = r'''
-import base64, json, os, re, sys, zlib
-manage = sys.argv[1]
-sys.path.insert(0, os.path.dirname(os.path.abspath(manage)))
-if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-    with open(manage, encoding="utf-8") as handle:
-        found = re.search(r"""['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""", handle.read())
-    if found:
-        os.environ["DJANGO_SETTINGS_MODULE"] = found.group(1)
-import django
-django.setup()
-from importlib import import_module
-from django.apps import apps
-from django.db.migrations.loader import MigrationLoader
-root = os.path.realpath(os.getcwd()).rstrip(os.sep) + os.sep
-answer = []
-for config in apps.get_app_configs():
-    name, _ = MigrationLoader.migrations_module(config.label)
-    entry = {"app": config.label, "module": name, "path": None, "local": False, "files": []}
-    try:
-        module = import_module(name) if name else None
-    except ImportError:
-        module = None
-    paths = list(getattr(module, "__path__", None) or [])
-    if paths:
-        path = os.path.realpath(paths[0])
-        parts = path.split(os.sep)
-        entry["path"] = path
-        entry["local"] = path.startswith(root) and "site-packages" not in parts and "dist-packages" not in parts
-        entry["files"] = sorted(f for f in os.listdir(path) if f.endswith(".py") and f != "__init__.py")
-    answer.append(entry)
-text = json.dumps({"root": root, "apps": answer})
-print("\nRUNBOOK-ANSWER:" + base64.b64encode(zlib.compress(text.encode())).decode())
-'''
-
 
 @dataclass
 class AppFiles:
@@ -82,10 +45,8 @@ class AppFiles:
 def locate(ctx: RunContext) -> dict[str, AppFiles]:
     """Return {app label: AppFiles}: a local app's migrations live under the backend's workdir, not in site-packages."""
     interpreter, manage_py = split_manage(list(ctx.config.backend.manage))
-    result = backend_exec(ctx, [*interpreter, "-c", LOCATE, manage_py])
-    if result.exit_code != 0:
-        raise script_error(result, "locating the migration files", " ".join(interpreter))
-    data = decode_answer(result.stdout, "locating the migration files")
+    data = run_script(ctx, "django_locate.py", [manage_py], interpreter=interpreter,
+                      what="locating the migration files")
     return {a["app"]: AppFiles(a["app"], a["module"], a["path"], bool(a["local"]), list(a["files"]))
             for a in data["apps"]}
 

@@ -1,11 +1,13 @@
-"""One order for dependency graphs: parents first, ties by name."""
+"""One order for dependency graphs, in runbook and in the script the backend runs: parents first, ties by name."""
 
 from __future__ import annotations
 
+import types
 from graphlib import CycleError
 
 import pytest
 
+from runbook.frameworks import backend
 from runbook.frameworks.django import inspection as django
 from runbook.frameworks.ordering import dependency_order
 
@@ -34,8 +36,17 @@ LINKS = {"admin.0001": ["auth.0001", "contenttypes.0001"], "auth.0001": ["conten
          "catalog.0001": [], "catalog.0002": ["catalog.0001", "gone.0001"]}
 
 
-def test_migrations_come_after_their_dependencies_ties_by_name() -> None:
+def test_migrations_in_runbook_and_in_the_backend_script_share_the_order() -> None:
     nodes = {key: _node(key, deps) for key, deps in LINKS.items()}
     expected = ["catalog.0001", "catalog.0002", "contenttypes.0001", "auth.0001", "admin.0001",
                 "contenttypes.0002", "auth.0002"]
     assert django.graph_order(nodes) == expected
+    # The script orders Django's graph: nodes keyed (app, name) whose parents have a key.
+    script = types.ModuleType("inside_django_inspect")
+    exec(compile(backend.script_source("django_inspect.py"), "django_inspect", "exec"), script.__dict__)
+    keys = {tuple(k.split(".")): [tuple(d.split(".")) for d in deps if d in LINKS] for k, deps in LINKS.items()}
+    node_map = {k: types.SimpleNamespace(parents=[types.SimpleNamespace(key=p) for p in parents])
+                for k, parents in keys.items()}
+    graph = types.SimpleNamespace(nodes=keys, node_map=node_map)
+    order = script.graph_order(graph)
+    assert [f"{a}.{n}" for a, n in sorted(order, key=order.__getitem__)] == expected
