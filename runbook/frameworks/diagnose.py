@@ -236,18 +236,18 @@ def alembic_findings(scripts: alembic.AlembicScripts, current: list[str] | None)
                              [f"alembic_version holds {row}" for row in unknown], "alembic-stamp-head",
                              "it refuses unless the schema matches the models at head; else restore the "
                              "revision file from version control"))
-    redundant = [(a, b) for a in current for b in current if a != b and a in scripts.ancestors(b)]
+    redundant = [(a, b) for a in current for b in current if a != b and a in scripts.graph.ancestors(b)]
     if redundant:
         findings.append(_fix(2, "alembic-redundant-rows", "alembic_version holds a revision and its ancestor",
                              [f"{a} is an ancestor of {b}" for a, b in redundant], "alembic-prune-versions"))
     kinds = scripts.kinds()
-    applied = scripts.applied(current)
+    applied = scripts.graph.applied(current)
     left_alone = [f"left alone: {kinds.why[h]}" for h in kinds.intentional()]
     for index, group in enumerate(kinds.conflicts):
         shared = kinds.shared.get(index, [])
-        below = set(shared) | {a for r in shared for a in scripts.ancestors(r)}
+        below = set(shared) | {a for r in shared for a in scripts.graph.ancestors(r)}
         # The branches of the group the database has revisions on, above what the heads share.
-        on = [h for h in group if ({h} | scripts.ancestors(h)) - below & applied]
+        on = [h for h in group if ({h} | scripts.graph.ancestors(h)) - below & applied]
         playbook = "alembic-linearize" if len(on) <= 1 else "alembic-merge-heads"
         evidence = [kinds.why[h] + f" ({_head_file(scripts, h)})" for h in group]
         evidence.append(f"the database is at {', '.join(current) or 'base'}"
