@@ -89,7 +89,7 @@ def _describe(repair: HistoryRepair) -> list[str]:
     return lines
 
 
-# How the state proof words a foreign key the live table lacks (schema_problems in inside/django_inspect.py).
+# How the state proof words a foreign key the live table lacks (key_problems in inside/django_schema.py).
 FK_MISSING_RE = re.compile(r"foreign key (\w+)\((\w+)\) -> (\w+)\((\w+)\) does not exist")
 
 
