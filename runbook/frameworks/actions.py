@@ -97,3 +97,9 @@ def verdict(problems: list[str], ok_line: str, data: dict[str, Any]) -> ActionRe
     if problems:
         return ActionResult(1, "".join(f"{p}\n" for p in problems), data=data, problems=list(problems))
     return ActionResult(0, ok_line + "\n", data=data)
+
+
+def refuse(lines: list[str], refusals: list[str], data: dict[str, Any]) -> ActionResult:
+    """A plan's refusal: exit 2 (the state does not fit), what it found, then one line per reason."""
+    text = "\n".join([*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]) + "\n"
+    return ActionResult(2, text, data=data, problems=[f"refused: {r}" for r in refusals], refused=True)

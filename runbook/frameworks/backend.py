@@ -1,8 +1,9 @@
-"""Run the scripts shipped in `runbook/frameworks/inside/` with the backend's own python, in the backend service.
+"""Run commands in the backend service, and the scripts shipped in `runbook/frameworks/inside/` with its own python.
 
-A script is sent as `python -c SOURCE ARGS --compress`: nothing is installed or left in the backend. It
-answers with one marked line of base64 zlib JSON on stdout, so noise printed by the app's settings cannot
-corrupt it and a large answer stays far below the output runbook keeps of a command.
+A script is sent as `python -c SOURCE ARGS --compress`: nothing is installed or left in the backend. Its
+source is the parts it needs concatenated, the entry point last (PARTS). It answers with one marked line of
+base64 zlib JSON on stdout, so noise printed by the app's settings cannot corrupt it and a large answer stays
+far below the output runbook keeps of a command.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ MAX_SOURCE = 100_000
 # Exit codes the scripts use (see their docstrings).
 EXIT_CANNOT_START, EXIT_DATABASE, EXIT_NOT_IMPORTABLE, EXIT_GRAPH, EXIT_NO_PROJECT = 2, 3, 5, 6, 7
 MARKER = "RUNBOOK-ANSWER:"
+# The parts sent before each entry point in inside/, in order (the scripts are never imported, so they share
+# code by concatenation). django_restore_schema.py, the only part that changes the schema, is added by the
+# caller that asks for a change (runbook/frameworks/django/inspection.py).
+DJANGO = ("answer.py", "django_settings.py")
+PARTS = {
+    "django_inspect.py": (*DJANGO, "django_history.py", "django_schema.py", "django_proof.py"),
+    "django_locate.py": DJANGO,
+    "which_database.py": DJANGO,
+    "alembic_inspect.py": ("answer.py",),
+}
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,11 @@ def split_manage(manage: list[str]) -> tuple[list[str], str]:
     return ["python"], "manage.py"
 
 
-def script_source(name: str) -> str:
-    """Return the text of a script shipped in runbook/frameworks/inside/ (package data, never imported)."""
-    source = resources.files("runbook.frameworks").joinpath("inside", name).read_text(encoding="utf-8")
-    if len(source.encode()) > MAX_SOURCE:
-        raise AssertionError(f"{name} is too large to pass as one argument")
-    return source
+def script_source(name: str, *extra: str) -> str:
+    """Return the source of a script shipped in runbook/frameworks/inside/: its PARTS, then `extra`, then itself."""
+    inside = resources.files("runbook.frameworks").joinpath("inside")
+    return "\n\n".join(inside.joinpath(part).read_text(encoding="utf-8")
+                        for part in (*PARTS.get(name, ()), *extra, name))
 
 
 def last_line(text: str) -> str:
@@ -68,13 +78,26 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def backend_exec(ctx: RunContext, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+    """Run argv in the backend service with runbook.yml's env, workdir and user, under the step timeout."""
+    options = exec_options(ctx.config, "backend", env)
+    return ctx.target.exec("backend", argv, env=options.env, workdir=options.workdir, user=options.user,
+                           timeout=ctx.config.step_timeout)
+
+
+def manage(ctx: RunContext, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run the configured `manage.py` with argv in the backend; return its exit code and its output."""
+    result = backend_exec(ctx, [*ctx.config.backend.manage, *argv], env)
+    return result.exit_code, result.stdout + result.stderr
+
+
 def run_script(ctx: RunContext, name: str, args: list[str], *, interpreter: list[str], what: str,
                source: str | None = None) -> Any:
     """Run a shipped script (or the given source) in the backend and return its parsed answer."""
-    argv = [*interpreter, "-c", source or script_source(name), *args, "--compress"]
-    options = exec_options(ctx.config, "backend")
-    result: ExecResult = ctx.target.exec("backend", argv, env=options.env, workdir=options.workdir,
-                                         user=options.user, timeout=ctx.config.step_timeout)
+    source = source or script_source(name)
+    if len(source.encode()) > MAX_SOURCE:
+        raise AssertionError(f"the source of {name or what} is too large to pass as one argument")
+    result = backend_exec(ctx, [*interpreter, "-c", source, *args, "--compress"])
     if result.exit_code != 0:
         raise script_error(result, what, " ".join(interpreter))
     if result.truncated:

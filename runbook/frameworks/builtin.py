@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from runbook.frameworks.actions import ACTIONS, ActionFunc, ActionResult, get_action
 from runbook.frameworks.alembic import checks as alembic_checks  # noqa: F401
-from runbook.frameworks.alembic import repair as alembic_repair  # noqa: F401
+from runbook.frameworks.alembic import linearize, merge, stamp  # noqa: F401
 from runbook.frameworks.django import checks as django_checks  # noqa: F401
 from runbook.frameworks.django import conflict, files, initial, repair, rerun, reset_plan  # noqa: F401
 

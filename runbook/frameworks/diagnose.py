@@ -97,22 +97,6 @@ def _partial(fc: django.FakeCheck) -> bool:
     return any(c.ok is True or c.superseded_by for c in fc.checks)
 
 
-def _descendants(nodes: dict[str, django.MigrationNode], key: str) -> set[str]:
-    """Return the migrations that depend on key, directly or not."""
-    children: dict[str, list[str]] = {}
-    for node in nodes.values():
-        for dep in node.dependencies:
-            children.setdefault(dep, []).append(node.key)
-    found: set[str] = set()
-    stack = [key]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
 def _schema_lost(found: django.Inspection) -> dict[str, list[str]]:
     """Return {app: problems} of columns that recorded migrations made and the database lost since."""
     lost: dict[str, list[str]] = {}
@@ -219,7 +203,7 @@ def django_findings(found: django.Inspection) -> list[Finding]:
             continue
         # What waits on this one (proven, or unapplied without a collision of its own) is finished in the same
         # run, or it would stay behind; complete-migrations' fake proves all of it against the state again.
-        later = _descendants(nodes, key)
+        later = django.descendants(nodes, [key])
         blocked = [k for k in checks if k not in fakeable and k not in covered and k not in partial
                    and (k in proven or k in later)]
         group = [k for k in _fakeable([key, *blocked], checks) if k == key or k in blocked] or [key]
@@ -252,18 +236,18 @@ def alembic_findings(scripts: alembic.AlembicScripts, current: list[str] | None)
                              [f"alembic_version holds {row}" for row in unknown], "alembic-stamp-head",
                              "it refuses unless the schema matches the models at head; else restore the "
                              "revision file from version control"))
-    redundant = [(a, b) for a in current for b in current if a != b and a in scripts.ancestors(b)]
+    redundant = [(a, b) for a in current for b in current if a != b and a in scripts.graph.ancestors(b)]
     if redundant:
         findings.append(_fix(2, "alembic-redundant-rows", "alembic_version holds a revision and its ancestor",
                              [f"{a} is an ancestor of {b}" for a, b in redundant], "alembic-prune-versions"))
     kinds = scripts.kinds()
-    applied = scripts.applied(current)
+    applied = scripts.graph.applied(current)
     left_alone = [f"left alone: {kinds.why[h]}" for h in kinds.intentional()]
     for index, group in enumerate(kinds.conflicts):
         shared = kinds.shared.get(index, [])
-        below = set(shared) | {a for r in shared for a in scripts.ancestors(r)}
+        below = set(shared) | {a for r in shared for a in scripts.graph.ancestors(r)}
         # The branches of the group the database has revisions on, above what the heads share.
-        on = [h for h in group if ({h} | scripts.ancestors(h)) - below & applied]
+        on = [h for h in group if ({h} | scripts.graph.ancestors(h)) - below & applied]
         playbook = "alembic-linearize" if len(on) <= 1 else "alembic-merge-heads"
         evidence = [kinds.why[h] + f" ({_head_file(scripts, h)})" for h in group]
         evidence.append(f"the database is at {', '.join(current) or 'base'}"

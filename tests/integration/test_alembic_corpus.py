@@ -28,7 +28,8 @@ import pytest
 from diagnosis import diagnose_then_run_its_line
 from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
 
-from runbook.frameworks.alembic.repair import RevisionGraph, parse_revision
+from runbook.frameworks.alembic.graph import RevisionGraph
+from runbook.frameworks.alembic.version_files import parse_revision
 
 pytestmark = pytest.mark.integration
 

@@ -376,7 +376,7 @@ def test_alembic_single_head_and_at_head(tmp_path: Path, fresh_db: dict, runbook
 
     code, text, report = _run(runbook_cli, project, fresh_db, playbook)
     assert code == 3, text
-    assert "2 heads: b1 (down_revision a1, migrations/versions/b1.py); b2 (down_revision a1" in \
+    assert "2 heads that conflict: b1 (down_revision a1, migrations/versions/b1.py); b2 (down_revision a1" in \
         _check_output(report, "single head")
     assert "head b2 (down_revision a1, migrations/versions/b2.py) is not applied" in _check_output(report, "at head")
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from runbook.frameworks.actions import ActionResult, action, allow_keys, verdict
 from runbook.frameworks.alembic import inspection as alembic
+from runbook.frameworks.backend import backend_exec
 
 if TYPE_CHECKING:
     from runbook.frameworks.context import RunContext
@@ -35,12 +36,8 @@ def alembic_at_head(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 @action("alembic.schema-matches")
 def alembic_schema_matches(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Fail when `alembic check` finds the live schema differs from the models (env.py's target_metadata)."""
-    from runbook.frameworks.backend import exec_options
-
     allow_keys(args)
-    options = exec_options(ctx.config, "backend")
-    result = ctx.target.exec("backend", [*ctx.config.backend.alembic, "check"], env=options.env,
-                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
+    result = backend_exec(ctx, [*ctx.config.backend.alembic, "check"])
     output = (result.stdout + result.stderr).strip()
     if result.exit_code == 0:
         return ActionResult(0, "the schema matches the models: alembic check found nothing to generate\n",

@@ -3,12 +3,12 @@ the version table (read by runbook through psycopg), compared purely."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.alembic_ini import config_file, config_section
 from runbook.errors import InputError, StepFailed
+from runbook.frameworks.alembic.graph import HeadKinds, Revision, RevisionGraph
 from runbook.frameworks.backend import run_script, split_manage
 
 if TYPE_CHECKING:
@@ -20,68 +20,35 @@ FORMAT = 1
 
 
 @dataclass
-class Revision:
-    revision: str
-    down_revision: list[str]
-    path: str | None = None
-    doc: str = ""
-    depends_on: list[str] = field(default_factory=list)  # resolved revision ids
-    branch_labels: list[str] = field(default_factory=list)  # declared in this file, not inherited
-
-
-@dataclass
 class AlembicScripts:
+    """The revision scripts as the backend's own alembic lists them, with its heads."""
+
     heads: list[str]
-    revisions: list[Revision] = field(default_factory=list)
+    graph: RevisionGraph = field(default_factory=lambda: RevisionGraph([], checked=False))
     error: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def revisions(self) -> list[Revision]:
+        return list(self.graph.revisions.values())
+
     def find(self, revision: str) -> Revision | None:
-        return next((r for r in self.revisions if r.revision == revision), None)
-
-    def ancestors(self, revision: str, *, dependencies: bool = False) -> set[str]:
-        """Return every revision below `revision` (not itself); with `dependencies`, through depends_on too."""
-        by_id = {r.revision: r for r in self.revisions}
-
-        def parents(rev: str) -> list[str]:
-            found = by_id.get(rev)
-            if found is None:
-                return []
-            return [*found.down_revision, *(found.depends_on if dependencies else [])]
-
-        seen: set[str] = set()
-        stack = parents(revision)
-        while stack:
-            current = stack.pop()
-            if current not in seen:
-                seen.add(current)
-                stack.extend(parents(current))
-        return seen
-
-    def applied(self, current: Iterable[str]) -> set[str]:
-        """Return what the version table's rows say ran: the rows, their ancestors and dependencies."""
-        found: set[str] = set()
-        for row in current:
-            found |= {row} | self.ancestors(row, dependencies=True)
-        return found
+        return self.graph.revisions.get(revision)
 
     def kinds(self) -> HeadKinds:
         """Tell the heads that are meant (labelled branches, own bases) from the conflicts."""
-        return classify_heads(self.heads, {r.revision: r.down_revision for r in self.revisions},
-                              {r.revision: r.branch_labels for r in self.revisions})
+        return self.graph.kinds(self.heads)
 
 
 def parse_scripts(data: Any) -> AlembicScripts:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise StepFailed("the Alembic inspection answered in a format runbook does not know")
-    return AlembicScripts(
-        heads=list(data["heads"]),
-        revisions=[Revision(r["revision"], list(r["down_revision"]), r.get("path"), r.get("doc", ""),
-                            list(r.get("depends_on", [])),
-                            list(r.get("declared_labels", r.get("branch_labels", []))))
-                   for r in data["revisions"]],
-        error=data.get("error"), raw=data,
-    )
+    # Alembic lists depends_on resolved to revision ids, and stops listing part way on a broken graph.
+    graph = RevisionGraph((Revision(r["revision"], tuple(r["down_revision"]), r.get("path") or "", r.get("doc", ""),
+                                    tuple(r.get("declared_labels", r.get("branch_labels", []))),
+                                    tuple(r.get("depends_on", [])))
+                           for r in data["revisions"]), checked=False)
+    return AlembicScripts(heads=list(data["heads"]), graph=graph, error=data.get("error"), raw=data)
 
 
 def inspect_scripts(ctx: RunContext, *, config: str | None = None, python: Any = None,
@@ -113,100 +80,8 @@ def _describe(scripts: AlembicScripts, revision: str) -> str:
     rev = scripts.find(revision)
     if rev is None:
         return revision
-    down = ", ".join(rev.down_revision) or "base"
+    down = ", ".join(rev.down_revisions) or "base"
     return f"{revision} (down_revision {down}{', ' + rev.path if rev.path else ''})"
-
-
-# --- heads that are meant, and heads that conflict ------------------------------------------------------
-
-CONFLICT, LABELLED, OWN_BASE, MAIN = "conflict", "labelled branch", "own base", "main line"
-
-
-@dataclass
-class HeadKinds:
-    """The heads sorted by intent: groups that conflict, and the intentional ones with their kind."""
-
-    conflicts: list[list[str]] = field(default_factory=list)  # each group: heads to be joined
-    kinds: dict[str, str] = field(default_factory=dict)  # head -> CONFLICT, LABELLED, OWN_BASE or MAIN
-    why: dict[str, str] = field(default_factory=dict)  # head -> one line naming its kind
-    shared: dict[int, list[str]] = field(default_factory=dict)  # conflict group index -> nearest shared revisions
-
-    def intentional(self) -> list[str]:
-        return sorted(h for h, kind in self.kinds.items() if kind != CONFLICT)
-
-    def group_of(self, head: str) -> list[str] | None:
-        return next((g for g in self.conflicts if head in g), None)
-
-
-def _lineage(parents: Mapping[str, Sequence[str]], revision: str) -> set[str]:
-    """Return the revision and everything below it through down_revision (not depends_on)."""
-    seen: set[str] = set()
-    stack = [revision]
-    while stack:
-        current = stack.pop()
-        if current not in seen:
-            seen.add(current)
-            stack.extend(parents.get(current, ()))
-    return seen
-
-
-def classify_heads(heads: Sequence[str], parents: Mapping[str, Sequence[str]],
-                   labels: Mapping[str, Sequence[str]]) -> HeadKinds:
-    """Sort heads into conflicts and intentional branches; pure.
-
-    Two heads conflict when their lines share a revision and neither line, above what they share,
-    declares a branch label: two developers revised the same parent. A head whose line declares its own
-    label (a named branch) or that shares nothing with another head (its own base) is meant, and so is
-    the unlabelled line the named branches fork from. depends_on does not make heads conflict: it joins
-    branches that stay apart on purpose.
-    """
-    lines = {h: _lineage(parents, h) for h in heads}
-    group = {h: h for h in heads}
-
-    def root(h: str) -> str:
-        while group[h] != h:
-            h = group[h]
-        return h
-
-    for index, first in enumerate(heads):
-        for second in heads[index + 1:]:
-            shared = lines[first] & lines[second]
-            if not shared:
-                continue
-            own = (lines[first] | lines[second]) - shared
-            if any(labels.get(r) for r in own):
-                continue
-            group[root(second)] = root(first)
-    groups: dict[str, list[str]] = {}
-    for head in heads:
-        groups.setdefault(root(head), []).append(head)
-    result = HeadKinds()
-    for members in (sorted(g) for g in groups.values()):
-        if len(members) > 1:
-            common = set.intersection(*(lines[h] for h in members))
-            nearest = sorted(r for r in common if not any(r in _lineage(parents, o) - {o}
-                                                             for o in common if o != r))
-            result.shared[len(result.conflicts)] = nearest
-            result.conflicts.append(members)
-            for head in members:
-                result.kinds[head] = CONFLICT
-                result.why[head] = (f"{head}: conflict: shares {', '.join(nearest)} with "
-                                    f"{', '.join(m for m in members if m != head)} and carries no branch label")
-            continue
-        [head] = members
-        own_labels = sorted({lab for r in lines[head] for lab in labels.get(r, ())})
-        others = [lines[o] for o in heads if o != head]
-        if own_labels:
-            result.kinds[head] = LABELLED
-            result.why[head] = f"{head}: intentional: labelled branch {', '.join(own_labels)}"
-        elif all(not (lines[head] & other) for other in others):
-            result.kinds[head] = OWN_BASE
-            bases = sorted(r for r in lines[head] if not parents.get(r))
-            result.why[head] = f"{head}: intentional: on its own base {', '.join(bases)}"
-        else:
-            result.kinds[head] = MAIN
-            result.why[head] = f"{head}: intentional: the main line the labelled branches fork from"
-    return result
 
 
 def head_problems(scripts: AlembicScripts) -> list[str]:
@@ -232,7 +107,7 @@ def at_head_problems(scripts: AlembicScripts, current: list[str] | None, table: 
         if row not in known:
             problems.append(f"{table} holds {row}, which no revision script defines")
         elif row not in scripts.heads:
-            ahead = [h for h in scripts.heads if row in scripts.ancestors(h)]
+            ahead = [h for h in scripts.heads if row in scripts.graph.ancestors(h)]
             problems.append(f"{table} holds {row}, which is behind head {', '.join(ahead) or '?'}")
     for head in scripts.heads:
         if head not in current:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError
-from runbook.frameworks.actions import ActionResult, action
+from runbook.frameworks.actions import ActionResult, action, allow_keys
 from runbook.frameworks.django import inspection as django
 
 if TYPE_CHECKING:
@@ -183,9 +183,7 @@ def describe(repair: ConflictRepair) -> list[str]:
 @action("django.plan-conflict")
 def plan_conflict_action(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Find the unapplied migration whose tables already exist and the stale row of the other side."""
-    unknown = sorted(set(args) - {"app", "migration"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: app, migration)")
+    allow_keys(args, "app", "migration")
     app, migration = target_names(str(args.get("app") or ""), str(args.get("migration") or ""))
     if not migration and isinstance(ctx.inspection, django.Inspection):
         found = ctx.inspection  # the fit check's, with fake checks of every unapplied migration

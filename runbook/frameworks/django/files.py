@@ -10,7 +10,6 @@ recorded by the guarded `django.fake`, never blindly.
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 import posixpath
 from collections.abc import Iterable
@@ -18,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError, StepFailed
-from runbook.frameworks.actions import ActionResult, action
-from runbook.frameworks.backend import decode_answer, exec_options, script_error, split_manage
+from runbook.frameworks.actions import ActionResult, action, allow_keys
+from runbook.frameworks.backend import manage, run_script, split_manage
+from runbook.frameworks.diff import unified_diff
 from runbook.frameworks.django import inspection as django
 
 if TYPE_CHECKING:
@@ -27,43 +27,6 @@ if TYPE_CHECKING:
 
 PLACEHOLDER = "__first__"
 DEPENDENCY_LISTS = ("dependencies", "run_before")
-
-# Run by the backend's python: where does each app keep its migrations, and is that the project's own code?
-LOCATE = r'''
-import base64, json, os, re, sys, zlib
-manage = sys.argv[1]
-sys.path.insert(0, os.path.dirname(os.path.abspath(manage)))
-if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-    with open(manage, encoding="utf-8") as handle:
-        found = re.search(r"""['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""", handle.read())
-    if found:
-        os.environ["DJANGO_SETTINGS_MODULE"] = found.group(1)
-import django
-django.setup()
-from importlib import import_module
-from django.apps import apps
-from django.db.migrations.loader import MigrationLoader
-root = os.path.realpath(os.getcwd()).rstrip(os.sep) + os.sep
-answer = []
-for config in apps.get_app_configs():
-    name, _ = MigrationLoader.migrations_module(config.label)
-    entry = {"app": config.label, "module": name, "path": None, "local": False, "files": []}
-    try:
-        module = import_module(name) if name else None
-    except ImportError:
-        module = None
-    paths = list(getattr(module, "__path__", None) or [])
-    if paths:
-        path = os.path.realpath(paths[0])
-        parts = path.split(os.sep)
-        entry["path"] = path
-        entry["local"] = path.startswith(root) and "site-packages" not in parts and "dist-packages" not in parts
-        entry["files"] = sorted(f for f in os.listdir(path) if f.endswith(".py") and f != "__init__.py")
-    answer.append(entry)
-text = json.dumps({"root": root, "apps": answer})
-print("\nRUNBOOK-ANSWER:" + base64.b64encode(zlib.compress(text.encode())).decode())
-'''
-
 
 @dataclass
 class AppFiles:
@@ -81,13 +44,9 @@ class AppFiles:
 
 def locate(ctx: RunContext) -> dict[str, AppFiles]:
     """Return {app label: AppFiles}: a local app's migrations live under the backend's workdir, not in site-packages."""
-    interpreter, manage = split_manage(list(ctx.config.backend.manage))
-    options = exec_options(ctx.config, "backend")
-    result = ctx.target.exec("backend", [*interpreter, "-c", LOCATE, manage], env=options.env,
-                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
-    if result.exit_code != 0:
-        raise script_error(result, "locating the migration files", " ".join(interpreter))
-    data = decode_answer(result.stdout, "locating the migration files")
+    interpreter, manage_py = split_manage(list(ctx.config.backend.manage))
+    data = run_script(ctx, "django_locate.py", [manage_py], interpreter=interpreter,
+                      what="locating the migration files")
     return {a["app"]: AppFiles(a["app"], a["module"], a["path"], bool(a["local"]), list(a["files"]))
             for a in data["apps"]}
 
@@ -146,11 +105,6 @@ def rewrite_dependencies(text: str, app: str, names: Iterable[str], new: str) ->
     return data.decode("utf-8"), sorted(replaced)
 
 
-def unified_diff(path: str, before: str, after: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"a{path}", tofile=f"b{path}"))
-
-
 def names_list(args: dict[str, Any], key: str) -> list[str]:
     value = args.get(key)
     if value in (None, "", []):
@@ -191,13 +145,6 @@ def outside_dependants(found: django.Inspection, apps: Iterable[str]) -> dict[st
 
 # ---- actions ----
 
-def _manage(ctx: RunContext, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    options = exec_options(ctx.config, "backend", env)
-    result = ctx.target.exec("backend", [*ctx.config.backend.manage, *argv], env=options.env,
-                             workdir=options.workdir, user=options.user, timeout=ctx.config.step_timeout)
-    return result.exit_code, result.stdout + result.stderr
-
-
 def _read(ctx: RunContext, path: str) -> str:
     return ctx.target.read_file("backend", path).decode("utf-8")
 
@@ -210,9 +157,7 @@ def regenerate(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     Other apps' files that name a deleted migration are detached (`__first__`) while makemigrations runs,
     since Django cannot load a graph with a dangling dependency. Any failure puts every file back.
     """
-    unknown = sorted(set(args) - {"apps", "rewrite_dependants"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: apps, rewrite_dependants)")
+    allow_keys(args, "apps", "rewrite_dependants")
     apps = names_list(args, "apps")
     if not apps:
         raise InputError("django.regenerate-migrations needs `with: apps` (a list of app labels)")
@@ -248,7 +193,7 @@ def regenerate(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         for path, text in edits.items():
             if text != originals[path]:
                 ctx.target.write_file("backend", path, text.encode("utf-8"))
-        code, output = _manage(ctx, ["makemigrations", *apps, "--noinput"])
+        code, output = manage(ctx, ["makemigrations", *apps, "--noinput"])
         lines += [f"$ manage.py makemigrations {' '.join(apps)} --noinput", output.rstrip()]
         if code != 0:
             raise StepFailed(f"makemigrations failed (exit {code})")
@@ -311,9 +256,7 @@ def _restore(ctx: RunContext, chosen: list[AppFiles], saved: dict[str, bytes], o
 @action("django.reset-history")
 def reset_history(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Delete every django_migrations row of the given apps (their tables and data stay); no other app's."""
-    unknown = sorted(set(args) - {"apps"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: apps)")
+    allow_keys(args, "apps")
     apps = names_list(args, "apps")
     if not apps:
         raise InputError("django.reset-history needs `with: apps` (a list of app labels)")
@@ -330,15 +273,13 @@ def create_superuser(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Run `createsuperuser --noinput`; the password comes from `with: password` or the host's
     DJANGO_SUPERUSER_PASSWORD and reaches the backend only in the command's environment. An existing
     user of that name is left as it is."""
-    unknown = sorted(set(args) - {"username", "email", "password"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: username, email, password)")
+    allow_keys(args, "username", "email", "password")
     username = str(args.get("username") or "").strip()
     if not username:
         raise InputError("django.createsuperuser needs `with: username`")
     password = str(args.get("password") or os.environ.get("DJANGO_SUPERUSER_PASSWORD") or "")
     env = {"DJANGO_SUPERUSER_PASSWORD": password} if password else {}
-    code, output = _manage(ctx, ["createsuperuser", "--noinput", "--username", username,
+    code, output = manage(ctx, ["createsuperuser", "--noinput", "--username", username,
                                  "--email", str(args.get("email") or "")], env)
     if code != 0 and "already taken" in output:
         return ActionResult(0, f"user {username} already exists: left as it is\n",

@@ -1,4 +1,4 @@
-"""Django knowledge: ask the backend (runbook/frameworks/inside/django_inspect.py) and read its answer.
+"""Django knowledge: ask the backend (runbook/frameworks/inside/django_*.py) and read its answer.
 
 The script runs once per question set with the backend's own python and prints one JSON document: the
 migration graph, the history rows, the models' expected schema, the live schema, the problems it found,
@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError, StepFailed
-from runbook.frameworks.backend import exec_options, run_script, split_manage
+from runbook.frameworks.backend import manage, run_script, script_source, split_manage
+from runbook.frameworks.ordering import dependency_order
 
 if TYPE_CHECKING:
     from runbook.frameworks.context import RunContext
 
 SCRIPT = "django_inspect.py"
+# The part of the inspection that changes the schema: sent only with a request to change it.
+CHANGE_SCHEMA = "django_restore_schema.py"
 FORMAT = 1
 HISTORY_KINDS = ("inconsistent-history",)
 SCHEMA_KINDS = ("table-missing", "column-missing", "column-type", "column-null", "unique-missing", "index-missing",
@@ -208,8 +211,8 @@ def inspect(ctx: RunContext, *, fake: list[str] | None = None, makemigrations: b
             schema: bool = True, add_missing_columns: list[str] | None = None,
             restore_schema: list[str] | None = None) -> Inspection:
     """Run the inspection script once in the backend and parse its answer."""
-    interpreter, manage = split_manage(list(ctx.config.backend.manage))
-    args = ["--manage", manage]
+    interpreter, manage_py = split_manage(list(ctx.config.backend.manage))
+    args = ["--manage", manage_py]
     if restore_schema:
         args += ["--restore-schema", ",".join(restore_schema)]
     if add_missing_columns:
@@ -220,7 +223,8 @@ def inspect(ctx: RunContext, *, fake: list[str] | None = None, makemigrations: b
         args.append("--makemigrations-check")
     if not schema:
         args.append("--no-schema")
-    data = run_script(ctx, SCRIPT, args, interpreter=interpreter, what="the Django inspection")
+    source = script_source(SCRIPT, CHANGE_SCHEMA) if restore_schema or add_missing_columns else None
+    data = run_script(ctx, SCRIPT, args, interpreter=interpreter, what="the Django inspection", source=source)
     return parse_inspection(data)
 
 
@@ -359,31 +363,27 @@ def missing_ancestors(nodes: dict[str, MigrationNode]) -> list[str]:
     return [k for k in graph_order(nodes) if k in missing]
 
 
+def descendants(nodes: dict[str, MigrationNode], keys: list[str]) -> set[str]:
+    """Return the migrations that depend on any of keys, directly or not."""
+    children: dict[str, list[str]] = {}
+    for node in nodes.values():
+        for dep in node.dependencies:
+            children.setdefault(dep, []).append(node.key)
+    found: set[str] = set()
+    stack = list(keys)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
 def graph_order(nodes: dict[str, MigrationNode]) -> list[str]:
-    """Return migration keys with every dependency before its dependants (stable by name)."""
-    ordered: list[str] = []
-    seen: set[str] = set()
-    for root in sorted(nodes):
-        # Depth-first without recursion: real histories are chains hundreds of migrations long.
-        stack = [(root, False)]
-        while stack:
-            key, done = stack.pop()
-            if done:
-                ordered.append(key)
-                continue
-            if key in seen or key not in nodes:
-                continue
-            seen.add(key)
-            stack.append((key, True))
-            stack.extend((dep, False) for dep in sorted(nodes[key].dependencies, reverse=True))
-    return ordered
+    """Return migration keys with every dependency before its dependants (ties by name, as the inspection script)."""
+    return dependency_order({key: [d for d in node.dependencies if d in nodes] for key, node in nodes.items()})
 
 
 def migrate(ctx: RunContext, key: str) -> tuple[int, str]:
     """Run `manage.py migrate APP NAME` in the backend; return its exit code and output."""
-    app, name = key.split(".", 1)
-    options = exec_options(ctx.config, "backend")
-    result = ctx.target.exec("backend", [*ctx.config.backend.manage, "migrate", app, name, "--noinput"],
-                             env=options.env, workdir=options.workdir, user=options.user,
-                             timeout=ctx.config.step_timeout)
-    return result.exit_code, result.stdout + result.stderr
+    return manage(ctx, ["migrate", *key.split(".", 1), "--noinput"])

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runbook.frameworks.actions import ActionResult, action
+from runbook.frameworks.actions import ActionResult, action, refuse
 from runbook.frameworks.django import inspection as django
 from runbook.frameworks.django.initial import plan_fake_initial
 
@@ -44,17 +44,7 @@ class HistoryRepair:
 
 def applied_dependants(nodes: dict[str, django.MigrationNode], targets: list[str]) -> list[str]:
     """Return applied migrations that depend, directly or not, on any of targets."""
-    children: dict[str, set[str]] = {}
-    for node in nodes.values():
-        for dep in node.dependencies:
-            children.setdefault(dep, set()).add(node.key)
-    found: set[str] = set()
-    stack = list(targets)
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
+    found = django.descendants(nodes, targets)
     return [k for k in django.graph_order(nodes) if k in found and nodes[k].applied]
 
 
@@ -99,7 +89,7 @@ def _describe(repair: HistoryRepair) -> list[str]:
     return lines
 
 
-# How the state proof words a foreign key the live table lacks (schema_problems in inside/django_inspect.py).
+# How the state proof words a foreign key the live table lacks (key_problems in inside/django_schema.py).
 FK_MISSING_RE = re.compile(r"foreign key (\w+)\((\w+)\) -> (\w+)\((\w+)\) does not exist")
 
 
@@ -160,12 +150,10 @@ def plan_repair(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                 refusals.append(f"{key} must run again to point {table}.{column} at {target}.{target_column}, but "
                                 f"{count} rows of {table} hold {column} values with no row in {target}; create "
                                 f"those {target} rows (or move the data) first, then run fix-history again")
-    text = "\n".join(_describe(repair)) + "\n"
+    lines = _describe(repair)
     if refusals:
-        text += "refused, nothing was changed:\n" + "".join(f"  - {r}\n" for r in refusals)
-        return ActionResult(2, text, data={**repair.as_data(), "needed": False}, refused=True,
-                            problems=[f"refused: {r}" for r in refusals])
-    return ActionResult(0, text, data=repair.as_data())
+        return refuse(lines, refusals, {**repair.as_data(), "needed": False})
+    return ActionResult(0, "\n".join(lines) + "\n", data=repair.as_data())
 
 
 @action("django.apply-missing")

@@ -8,25 +8,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError
-from runbook.frameworks.actions import ActionResult, action
+from runbook.frameworks.actions import ActionResult, action, allow_keys, refuse
 from runbook.frameworks.django import inspection as django
 
 if TYPE_CHECKING:
     from runbook.frameworks.context import RunContext
 
 
-def _names(args: dict[str, Any], allowed: tuple[str, ...] = ("migrations",)) -> list[str]:
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: {', '.join(allowed)})")
+def _names(args: dict[str, Any]) -> list[str]:
+    allow_keys(args, "migrations")
     if not args.get("migrations"):
         raise InputError("the action needs `with: migrations` (APP.NAME, comma-separated)")
     return django.parse_names(args["migrations"])
-
-
-def _refuse(lines: list[str], refusals: list[str], data: dict[str, Any]) -> ActionResult:
-    text = "\n".join([*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]) + "\n"
-    return ActionResult(2, text, data=data, problems=[f"refused: {r}" for r in refusals], refused=True)
 
 
 def orphan_refusals(found: django.Inspection, names: list[str]) -> list[str]:
@@ -49,7 +42,7 @@ def forget_orphans(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     found = django.inspect(ctx, schema=False)
     refusals = orphan_refusals(found, names)
     if refusals:
-        return _refuse([], refusals, {"deleted": []})
+        return refuse([], refusals, {"deleted": []})
     deleted = django.delete_rows(ctx, names)
     return ActionResult(0, "".join(f"deleted the row of {n}: no file defines it\n" for n in deleted),
                         data={"deleted": deleted})
@@ -82,7 +75,7 @@ def plan_rerun(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     lines = [f"{fc.migration}: recorded, {django.effective_status(fc)}" for fc in found.fake_checks if fc.migration]
     refusals = rerun_refusals(found.fake_checks, names)
     if refusals:
-        return _refuse(lines, refusals, {"migrations": [], "needed": False})
+        return refuse(lines, refusals, {"migrations": [], "needed": False})
     lines.append("plan: delete their rows, then apply them for real (applied migrations that depend on them are "
                  "un-recorded for that moment and recorded again when the schema proves they ran)")
     return ActionResult(0, "\n".join(lines) + "\n", data={"migrations": names, "needed": True})
@@ -102,7 +95,7 @@ def add_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     refusals += [f"{fc.migration}: {c.message} (apply the migration instead)" for fc, c in open_checks
                  if c.subject.startswith("table ")]
     if refusals:
-        return _refuse([], refusals, {"added": []})
+        return refuse([], refusals, {"added": []})
     added = django.inspect(ctx, add_missing_columns=names, schema=False).raw.get("added_columns", [])
     text = "".join(f"added column {c} as the migration defines it\n" for c in added) or "no column was missing\n"
     return ActionResult(0, text, data={"added": added})
@@ -111,9 +104,7 @@ def add_missing(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
 @action("django.restore-schema")
 def restore_schema(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     """Put back the tables, columns and keys the recorded migrations made that the database lost."""
-    unknown = sorted(set(args) - {"apps"})
-    if unknown:
-        raise InputError(f"unknown `with:` key {', '.join(unknown)} (known: apps)")
+    allow_keys(args, "apps")
     apps = [a.strip() for a in (args.get("apps") if isinstance(args.get("apps"), list)
                                 else str(args.get("apps") or "").split(",")) if str(a).strip()]
     if not apps:
@@ -121,7 +112,7 @@ def restore_schema(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
     found = django.inspect(ctx, restore_schema=apps, schema=False)
     refused = list(found.raw.get("restore_refused", []))
     if refused:
-        return _refuse([], refused, {"restored": []})
+        return refuse([], refused, {"restored": []})
     restored = list(found.raw.get("restored", []))
     text = "".join(f"restored {r} as Django's migration state after the recorded migrations defines it\n"
                    for r in restored) or "nothing was missing\n"

@@ -10,7 +10,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from runbook.errors import InputError
-from runbook.frameworks.actions import ActionResult, action, allow_keys
+from runbook.frameworks.actions import ActionResult, action, allow_keys, refuse
 from runbook.frameworks.django import inspection as django
 from runbook.frameworks.django.files import (
     dependency_literals,
@@ -41,12 +41,6 @@ def _pending_changes(found: django.Inspection, apps: list[str]) -> list[str]:
 def _schema_refusals(found: django.Inspection, apps: list[str]) -> list[str]:
     return [f"{p.message}: a regenerated migration could not be recorded without running it "
             "(apply the missing change first)" for p in found.problems_of(django.SCHEMA_KINDS, apps)]
-
-
-def _refused(lines: list[str], refusals: list[str], data: dict[str, Any]) -> ActionResult:
-    lines = [*lines, "refused, nothing was changed:", *[f"  - {r}" for r in refusals]]
-    return ActionResult(2, "\n".join(lines) + "\n", data={**data, "needed": False, "refusals": refusals},
-                        problems=[f"refused: {r}" for r in refusals], refused=True)
 
 
 @action("django.plan-reset")
@@ -90,7 +84,7 @@ def plan_reset(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
                         "or use squash-reset, which rewrites such dependencies")
     refusals += _schema_refusals(found, apps)
     if refusals:
-        return _refused(lines, refusals, data)
+        return refuse(lines, refusals, {**data, "needed": False, "refusals": refusals})
     data["needed"] = True
     lines += ["found:"] + [f"  - {s}" for s in symptoms] if symptoms else ["found nothing wrong; force=true"]
     count = sum(len(f) for f in data["files"].values())
@@ -145,7 +139,7 @@ def plan_squash(ctx: RunContext, args: dict[str, Any]) -> ActionResult:
         if references:
             lines.append(f"{key} names {', '.join(references)}: will point at the new initial migration")
     if refusals:
-        return _refused(lines, refusals, data)
+        return refuse(lines, refusals, {**data, "needed": False, "refusals": refusals})
     data["needed"] = True
     lines.append(f"will delete the {len(chosen.files)} files (keeping __init__.py), run makemigrations {app}, "
                  f"rewrite {sum(1 for d in data['dependants'] if d['references'])} other files' dependencies, "

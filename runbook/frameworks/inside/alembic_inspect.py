@@ -1,8 +1,9 @@
 """Answer runbook's questions about an Alembic project from inside its backend; print one JSON document.
 
-Shipped as package data and run by the BACKEND's python, never imported by runbook:
+Shipped as package data and run by the BACKEND's python, never imported by runbook: runbook/frameworks/backend.py
+sends answer.py and this file as one `python -c SOURCE ARGS`:
 
-    python -c "$(cat alembic_inspect.py)" [--config alembic.ini] [--name alembic] [--compare] [--compress]
+    answer.py  alembic_inspect.py  [--config alembic.ini] [--name alembic] [--compare] [--compress]
 
 Reads the revision scripts through alembic's ScriptDirectory (runbook reads alembic_version itself); with
 --compare, runs env.py to compare the live schema with its target_metadata (read only).
@@ -13,14 +14,12 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # defined by the part concatenated before this one
+    from answer import EXIT_CANNOT_START, EXIT_NOT_IMPORTABLE, answer_line, fail
 
 FORMAT = 1
-MARKER = "RUNBOOK-ANSWER:"
-
-
-def fail(code, message):
-    sys.stderr.write(f"runbook-inspect: {message}\n")
-    sys.exit(code)
 
 
 def as_list(value):
@@ -39,14 +38,14 @@ def inspect(config_path, section="alembic"):
     try:
         from alembic.script import ScriptDirectory
     except ImportError as exc:
-        fail(5, f"alembic is not importable by {sys.executable}: {exc}")
+        fail(EXIT_NOT_IMPORTABLE, f"alembic is not importable by {sys.executable}: {exc}")
     if not os.path.isfile(config_path):
-        fail(2, f"{config_path} not found in {os.getcwd()}")
+        fail(EXIT_CANNOT_START, f"{config_path} not found in {os.getcwd()}")
     try:
         script = ScriptDirectory.from_config(load_config(config_path, section))
         heads = sorted(script.get_heads())
     except Exception as exc:
-        fail(2, f"alembic cannot read the scripts of {config_path}: {type(exc).__name__}: {exc}")
+        fail(EXIT_CANNOT_START, f"alembic cannot read the scripts of {config_path}: {type(exc).__name__}: {exc}")
     revisions, error = [], None
     try:
         for rev in script.walk_revisions():
@@ -113,10 +112,7 @@ def main(argv):
         document["schema_diffs"], document["compare_error"] = compare(args.config, args.name)
     text = json.dumps(document, sort_keys=True, default=str)
     if args.compress:
-        import base64
-        import zlib
-
-        sys.stdout.write("\n" + MARKER + base64.b64encode(zlib.compress(text.encode(), 6)).decode() + "\n")
+        sys.stdout.write(answer_line(text))
     else:
         sys.stdout.write(text + "\n")
 

@@ -1,49 +1,39 @@
 """Say which database the backend's own code connects to, under the environment it was started with.
 
-Shipped as package data and run by the BACKEND's python, never imported by runbook:
+Shipped as package data and run by the BACKEND's python, never imported by runbook: runbook/frameworks/backend.py
+sends answer.py, django_settings.py and this file as one `python -c SOURCE ARGS`:
 
-    python -c "$(cat which_database.py)" django manage.py --compress
-    python -c "$(cat which_database.py)" alembic alembic.ini --compress
+    answer.py  django_settings.py  which_database.py  django manage.py --compress
+    answer.py  django_settings.py  which_database.py  alembic alembic.ini --compress
 
 Django: the default connection's NAME, HOST and PORT after django.setup(). Alembic: the URL env.py builds,
 caught where env.py hands it to SQLAlchemy, before anything connects. The answer never holds a password.
 Exit codes: 0 answered; 5 the framework is not importable; 7 no manage.py / alembic.ini.
 """
 
-import base64
 import json
 import os
-import re
 import sys
-import zlib
+from typing import TYPE_CHECKING
 
-MARKER = "RUNBOOK-ANSWER:"
-
-
-def fail(code, message):
-    sys.stderr.write(f"runbook-inspect: {message}\n")
-    sys.exit(code)
+if TYPE_CHECKING:  # defined by the parts concatenated before this one
+    from answer import EXIT_NO_PROJECT, EXIT_NOT_IMPORTABLE, answer_line, fail
+    from django_settings import use_manage_py
 
 
 def answer(data):
-    text = json.dumps(data)
-    print("\n" + MARKER + base64.b64encode(zlib.compress(text.encode())).decode())
+    sys.stdout.write(answer_line(json.dumps(data)))
     sys.exit(0)
 
 
 def django_answer(manage):
     if not os.path.isfile(manage):
-        fail(7, f"{manage} not found in {os.getcwd()}")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(manage)))
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        with open(manage, encoding="utf-8") as handle:
-            found = re.search(r"""['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""", handle.read())
-        if found:
-            os.environ["DJANGO_SETTINGS_MODULE"] = found.group(1)
+        fail(EXIT_NO_PROJECT, f"{manage} not found in {os.getcwd()}")
+    use_manage_py(manage)  # without a settings module, django.setup() below says so
     try:
         import django
     except ImportError as exc:
-        fail(5, f"django is not importable by {sys.executable}: {exc}")
+        fail(EXIT_NOT_IMPORTABLE, f"django is not importable by {sys.executable}: {exc}")
     django.setup()
     from django.db import connections
 
@@ -58,14 +48,14 @@ class Found(Exception):
 
 def alembic_answer(config_path):
     if not os.path.isfile(config_path):
-        fail(7, f"{config_path} not found in {os.getcwd()}")
+        fail(EXIT_NO_PROJECT, f"{config_path} not found in {os.getcwd()}")
     try:
         import sqlalchemy
         from alembic import command
         from alembic.config import Config
         from sqlalchemy.engine import make_url
     except ImportError as exc:
-        fail(5, f"alembic is not importable by {sys.executable}: {exc}")
+        fail(EXIT_NOT_IMPORTABLE, f"alembic is not importable by {sys.executable}: {exc}")
 
     def from_url(url, *args, **kwargs):
         raise Found(url)

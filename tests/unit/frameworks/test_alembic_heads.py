@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runbook.frameworks.alembic import inspection as alembic
-from runbook.frameworks.alembic.repair import (
-    GraphError,
-    Revision,
-    RevisionGraph,
-    other_databases,
-    plan_linearize,
-    summarize,
-)
+from runbook.frameworks.alembic.graph import LABELLED, MAIN, OWN_BASE, GraphError, Revision, RevisionGraph, summarize
+from runbook.frameworks.alembic.linearize import other_databases, plan_linearize
 from runbook.frameworks.diagnose import alembic_findings
 
 
@@ -46,20 +40,20 @@ def test_a_labelled_second_base_is_intentional_and_healthy_at_both_heads() -> No
     found = scripts(SECOND_BASE)
     kinds = found.kinds()
     assert kinds.conflicts == []
-    assert kinds.kinds == {"m2": alembic.OWN_BASE, "a1b2c3d4e5f6": alembic.LABELLED}
+    assert kinds.kinds == {"m2": OWN_BASE, "a1b2c3d4e5f6": LABELLED}
     assert alembic_findings(found, ["a1b2c3d4e5f6", "m2"]) == []
     assert alembic.head_problems(found) == []
 
 
 def test_an_unlabelled_second_base_is_its_own_base() -> None:
     kinds = scripts({"m1": ([], [], []), "x1": ([], [], [])}).kinds()
-    assert kinds.conflicts == [] and kinds.kinds == {"m1": alembic.OWN_BASE, "x1": alembic.OWN_BASE}
+    assert kinds.conflicts == [] and kinds.kinds == {"m1": OWN_BASE, "x1": OWN_BASE}
 
 
 def test_named_branches_and_depends_on_are_intentional() -> None:
     kinds = scripts(FORKED).kinds()
     assert kinds.conflicts == []
-    assert kinds.kinds == {"m3": alembic.MAIN, "r2": alembic.LABELLED}
+    assert kinds.kinds == {"m3": MAIN, "r2": LABELLED}
     assert "labelled branch reporting" in kinds.why["r2"]
 
 
@@ -88,8 +82,8 @@ def test_the_issue_conflict_beside_an_intentional_base() -> None:
 
 def test_depends_on_counts_as_applied() -> None:
     found = scripts(FORKED)
-    assert found.applied(["r2"]) >= {"r1", "m1", "m2"}
-    assert "m2" not in found.ancestors("r2") and "m2" in found.ancestors("r2", dependencies=True)
+    assert found.graph.applied(["r2"]) >= {"r1", "m1", "m2"}
+    assert "m2" not in found.graph.ancestors("r2") and "m2" in found.graph.ancestors("r2", dependencies=True)
     g = graph(FORKED)
     assert g.applied(["r2"]) == {"r2", "r1", "m1", "m2"}
     assert g.order().index("m2") < g.order().index("r1")

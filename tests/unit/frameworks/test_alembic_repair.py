@@ -1,4 +1,4 @@
-"""The pure half of runbook.frameworks.alembic.repair: version files read as text, graphs built in memory."""
+"""The Alembic repairs: version files read as text, graphs built in memory, the actions on a memory backend."""
 
 from __future__ import annotations
 
@@ -6,17 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook.frameworks.alembic.repair import (
-    GraphError,
-    Revision,
-    RevisionGraph,
-    parse_revision,
-    plan_linearize,
-    rewrite_down_revision,
-    summarize,
-    unified_diff,
-    versions_dirs_from_ini,
-)
+from runbook.frameworks.alembic.graph import GraphError, Revision, RevisionGraph, summarize
+from runbook.frameworks.alembic.linearize import plan_linearize
+from runbook.frameworks.alembic.version_files import parse_revision, rewrite_down_revision, versions_dirs_from_ini
+from runbook.frameworks.diff import unified_diff
 from runbook.targets.base import MissingFile
 
 LEADGEN = Path(__file__).resolve().parents[2] / "projects" / "leadgen"
@@ -356,11 +349,17 @@ class MemoryTarget:
 
 
 class MemoryDatabase:
+    """alembic_version in a list (None: no such table)."""
+
     def __init__(self, versions: list[str] | None):
         self.versions = versions
 
-    def history(self) -> dict:
-        return {} if self.versions is None else {"alembic_version": [[v] for v in self.versions]}
+    def table_exists(self, name: str) -> bool:
+        return name == "alembic_version" and self.versions is not None
+
+    def query(self, sql: str, params: dict | None = None, identifiers: dict | None = None) -> tuple:
+        assert sql.startswith("SELECT version_num FROM {table}") and identifiers == {"table": "alembic_version"}
+        return ["version_num"], [[v] for v in sorted(self.versions or [])], ""
 
 
 def context(versions: list[str] | None, *, alembic: list[str] | None = None, branch: bool = True):

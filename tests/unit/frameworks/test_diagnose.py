@@ -218,7 +218,8 @@ def test_a_dependant_that_must_run_again_names_the_foreign_key_it_moves() -> Non
 
 
 def test_only_ancestor_rows_of_alembic_version_are_pruned() -> None:
-    from runbook.frameworks.alembic.repair import Revision, RevisionGraph, redundant_rows
+    from runbook.frameworks.alembic.graph import Revision, RevisionGraph
+    from runbook.frameworks.alembic.stamp import redundant_rows
 
     graph = RevisionGraph([Revision("base"), Revision("a1", ("base",)), Revision("b1", ("base",))])
     assert redundant_rows(graph, ["a1", "base"]) == ["base"]

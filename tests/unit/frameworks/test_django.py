@@ -1,16 +1,16 @@
 """Django and Alembic knowledge without Django or a database: the pure helpers on both sides of the seam.
 
-The scripts in runbook/frameworks/inside/ run in the backend; their pure helpers are loaded here from the file, the
-way a reader would check them, never through runbook's imports.
+The scripts in runbook/frameworks/inside/ run in the backend; their pure helpers are loaded here from the source
+runbook sends (the parts concatenated, backend.script_source), never through runbook's imports.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import subprocess
 import sys
+import types
 import zlib
 from pathlib import Path
 
@@ -26,10 +26,10 @@ from runbook.targets.base import ExecResult
 INSIDE = Path(backend.__file__).parent / "inside"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"inside_{name}", INSIDE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def _load(name: str, *extra: str) -> types.ModuleType:
+    """Run a script's source as runbook sends it, as a module: not as __main__, so its main does not run."""
+    module = types.ModuleType(f"inside_{name}")
+    exec(compile(backend.script_source(f"{name}.py", *extra), f"<{name}>", "exec"), module.__dict__)
     return module
 
 
@@ -119,7 +119,7 @@ def test_history_problems_without_raising() -> None:
 
 
 def test_the_script_runs_without_django_setup_for_help() -> None:
-    source = (INSIDE / "django_inspect.py").read_text()
+    source = backend.script_source("django_inspect.py")
     proc = subprocess.run([sys.executable, "-c", source, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--fake-check" in proc.stdout
 

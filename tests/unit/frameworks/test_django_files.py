@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runbook.frameworks.django.files import dependency_literals, rewrite_dependencies, unified_diff
+from runbook.frameworks.diff import unified_diff
+from runbook.frameworks.django.files import dependency_literals, rewrite_dependencies
 
 SOURCE = '''from django.conf import settings
 from django.db import migrations
