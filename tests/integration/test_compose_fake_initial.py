@@ -19,8 +19,9 @@ import pytest
 from stack import (
     SHOP_DATA_TABLES,
     db_settings,
-    empty_database,
+    make_template,
     manage,
+    reset_from_template,
     run_cli,
     service_container,
     shop_state,
@@ -35,14 +36,22 @@ PROJECT = "rbshop"
 DB_PORT = 25452
 DB = db_settings(DB_PORT)
 
-shop_stack = stack_fixture(PROJECT, DB_PORT, name="shop_stack")
+stack = stack_fixture(PROJECT, DB_PORT)
+
+
+@pytest.fixture(scope="module")
+def shop_stack(stack: Path) -> Path:
+    """The stack, its database migrated and seeded once and kept as a template for _reset_database."""
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "60")
+    make_template(DB)
+    return stack
 
 
 def _reset_database(directory: Path) -> None:
-    empty_database(DB)
+    """The migrated database with 60 rows a table (a copy of the template), and no artifacts."""
+    reset_from_template(DB)
     shutil.rmtree(directory / ".runbook", ignore_errors=True)
-    manage(PROJECT, "migrate", "--noinput")
-    manage(PROJECT, "seed", "--rows", "60")
 
 
 def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: list[str]) -> None:

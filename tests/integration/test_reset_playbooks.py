@@ -25,12 +25,13 @@ from stack import (
     REPO,
     compose_up,
     db_settings,
-    empty_database,
     latest_report,
+    make_template,
     manage,
     migrate_fails_with,
     require_docker,
     reset_app,
+    reset_from_template,
     run_cli,
     service_container,
     wait_for_stack,
@@ -132,19 +133,22 @@ def _crm_stack(directory: Path, wheels: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, wheels: Path) -> Iterator[Path]:
+    """The stack, every migration applied and rows in every table once, kept as a template for `clean`."""
     with _crm_stack(tmp_path_factory.mktemp("stacks") / PROJECT, wheels) as directory:
+        manage(PROJECT, "migrate", "--noinput")
+        manage(PROJECT, "shell", "-c", SEED)
+        make_template(DB)
         yield directory
 
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    """An empty database, the original project files, then every migration applied and rows in every table."""
-    empty_database(DB)
+    """The original project files, and a copy of the database with every migration applied and rows in every
+    table."""
+    reset_from_template(DB)
     reset_app(stack, CRM)
     for path in (stack / ".runbook").glob("reports/*"):
         path.unlink()
-    manage(PROJECT, "migrate", "--noinput")
-    manage(PROJECT, "shell", "-c", SEED)
     return stack
 
 
