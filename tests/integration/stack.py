@@ -224,6 +224,16 @@ def make_template(settings: dict[str, object]) -> None:
                      .format(sql.Identifier(template)))
 
 
+def drop_template(settings: dict[str, object]) -> None:
+    """Drop what make_template made, and the database of settings."""
+    with _maintenance(settings) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (template_name(settings),)).fetchone():
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(
+                sql.Identifier(template_name(settings))))
+        for name in (template_name(settings), str(settings["dbname"])):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def reset_from_template(settings: dict[str, object]) -> None:
     """Put the database of settings back as make_template saw it: a copy, in about a second, not a migrate."""
     recreate_database(settings, str(settings["dbname"]), template_name(settings))
