@@ -189,7 +189,16 @@ def test_timeout_kills_a_command_that_ignores_sigterm(target: ComposeTarget) -> 
     assert _live_processes(target, "sleep 986") == []
 
 
-def test_ctrl_c_stops_the_command_and_propagates(target: ComposeTarget) -> None:
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here even when pytest was started with SIGINT ignored, as `cmd &` in a
+    script starts it: the test would otherwise wait for its 985-second command to end."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_command_and_propagates(target: ComposeTarget, ctrl_c_raises: None) -> None:
     timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
