@@ -59,17 +59,21 @@ def shop_project(tmp_path: Path) -> Path:
     return target
 
 
-# The modules that take longest, longest first (measured alone on a 2-core machine, `--durations`). With two
-# pytest-xdist workers, each taking one whole module at a time in collection order (scripts/test.sh:
-# `--dist loadfile --no-loadscope-reorder`), a long module that started last would leave one worker idle while
-# the other finishes it; started first, the short modules fill in beside it.
+# The modules that take over a minute, longest first: seconds each alone on the 2-core machine, 2026-12-03
+# (corpus 956 while the machine was busy, the others while it was quiet). With two pytest-xdist workers that
+# each take one whole module at a time in collection order (scripts/test.sh: `--dist loadfile
+# --no-loadscope-reorder`), a long module started last would leave one worker idle while the other finishes
+# it; started first, the short modules fill in beside them.
 LONGEST_FIRST = [
-    "test_corpus_repairs.py",
-    "test_atomic_faults.py",
-    "test_atomic_alembic.py",
-    "test_alembic_corpus.py",
-    "test_snapshot_restore.py",
-    "test_reset_playbooks.py",
+    "test_corpus_repairs.py",  # 956
+    "test_atomic_faults.py",  # 577
+    "test_alembic_corpus.py",  # 182
+    "test_fix_history.py",  # 176
+    "test_atomic_alembic.py",  # 136
+    "test_alembic_playbooks.py",  # 124
+    "test_alembic_branches.py",  # 91
+    "test_fake_conflict.py",  # 90
+    "test_reset_playbooks.py",  # 62
 ]
 
 
