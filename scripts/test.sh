@@ -29,4 +29,8 @@ step "import-linter: the layers import only downwards"
 
 step "pytest"
 export RUNBOOK_TEST_PG_PORT=25431
-exec "$VENV/bin/pytest" -p no:cacheprovider "$@"
+# Two workers, each running one whole test module at a time (--dist loadfile): every integration module's
+# Compose stack has its own loopback port and project, and every local-target test its own database, so
+# modules run side by side. --no-loadscope-reorder keeps the collection order, in which
+# tests/integration/conftest.py puts the longest modules first. RUNBOOK_TEST_WORKERS=0 runs serially.
+exec "$VENV/bin/pytest" -p no:cacheprovider -n "${RUNBOOK_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

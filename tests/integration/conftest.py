@@ -57,3 +57,32 @@ def shop_project(tmp_path: Path) -> Path:
     target = tmp_path / "shop"
     shutil.copytree(SHOP, target, ignore=shutil.ignore_patterns("__pycache__", ".runbook"))
     return target
+
+
+# The modules that take over a minute, longest first: seconds each alone on the 2-core machine, 2026-12-03
+# (corpus 956 while the machine was busy, the others while it was quiet). With two pytest-xdist workers that
+# each take one whole module at a time in collection order (scripts/test.sh: `--dist loadfile
+# --no-loadscope-reorder`), a long module started last would leave one worker idle while the other finishes
+# it; started first, the short modules fill in beside them.
+LONGEST_FIRST = [
+    "test_corpus_repairs.py",  # 956
+    "test_atomic_faults.py",  # 577
+    "test_alembic_corpus.py",  # 182
+    "test_fix_history.py",  # 176
+    "test_atomic_alembic.py",  # 136
+    "test_alembic_playbooks.py",  # 124
+    "test_alembic_branches.py",  # 91
+    "test_fake_conflict.py",  # 90
+    "test_reset_playbooks.py",  # 62
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the integration modules first, the longest of them first; the unit tests fill in at the end."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(name)
+        return (1, 0) if item.path.is_relative_to(Path(__file__).parent) else (2, 0)
+
+    items.sort(key=rank)  # stable: the order inside each module, and of the modules ranked alike, is kept

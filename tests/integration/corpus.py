@@ -1,6 +1,6 @@
 """The real-world corpus on a Compose stack: Wagtail, django-oscar and django-allauth, migrated and seeded once.
 
-A fresh `migrate` of the corpus takes over a minute, so it runs once per session: the stack comes up,
+A fresh `migrate` of the corpus takes over a minute, so it runs once per module: the stack comes up,
 the database `corpus` is migrated and seeded (`manage.py seed_corpus`), and then copied to
 `corpus_template` with `CREATE DATABASE ... TEMPLATE`. `reset_corpus` drops `corpus` and copies the
 template back, which gives every test the fully migrated, seeded database in about a second.
@@ -9,7 +9,7 @@ In a test module:
 
     from corpus import content_fingerprint, corpus_fixture, reset_corpus
 
-    corpus = corpus_fixture()                  # session-scoped; one stack per project name and port
+    corpus = corpus_fixture()                  # module-scoped; one stack per project name and port
 
     def test_something(corpus):                # a CorpusStack
         reset_corpus(corpus.settings, corpus.directory)
@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from stack import REPO, db_settings, manage, reset_app, running_stack
+from stack import REPO, db_settings, make_template, manage, reset_app, reset_from_template, running_stack
 
 CORPUS = REPO / "tests" / "projects" / "corpus"
 CORPUS_PORT = 25800
@@ -51,43 +51,10 @@ class CorpusStack:
     settings: dict[str, object]     # psycopg connection settings of the corpus database
 
 
-def template_name(settings: dict[str, object]) -> str:
-    return f"{settings['dbname']}_template"
-
-
-def _maintenance(settings: dict[str, object]) -> psycopg.Connection:
-    """An autocommit connection to the `postgres` database: CREATE/DROP DATABASE cannot run in a transaction."""
-    return psycopg.connect(**{**settings, "dbname": "postgres"}, autocommit=True)
-
-
-def _terminate(conn: psycopg.Connection, dbname: str) -> None:
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
-                 " AND pid <> pg_backend_pid()", (dbname,))
-
-
-def make_template(settings: dict[str, object]) -> None:
-    """Copy the corpus database to <dbname>_template (replacing an older one); nobody may connect to the copy."""
-    dbname, template = str(settings["dbname"]), template_name(settings)
-    with _maintenance(settings) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (template,)).fetchone():
-            conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(template)))
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(template)))
-        _terminate(conn, dbname)
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(template),
-                                                                      sql.Identifier(dbname)))
-        # A stray connection to the template would make every later CREATE DATABASE ... TEMPLATE fail.
-        conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
-                     .format(sql.Identifier(template)))
-
-
 def reset_corpus(settings: dict[str, object], directory: Path | None = None) -> None:
     """Put the migrated, seeded corpus database back (about a second); with directory, also the project files
     under directory/app and no reports of earlier tests."""
-    dbname, template = str(settings["dbname"]), template_name(settings)
-    with _maintenance(settings) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(dbname),
-                                                                      sql.Identifier(template)))
+    reset_from_template(settings)
     if directory is not None:
         reset_app(directory, CORPUS)
         for path in (directory / ".runbook").glob("reports/*"):
@@ -125,9 +92,10 @@ def corpus_stack(directory: Path, port: int = CORPUS_PORT, dbname: str = CORPUS_
 
 
 def corpus_fixture(project: str = CORPUS_PROJECT, port: int = CORPUS_PORT) -> Callable[..., Iterator[CorpusStack]]:
-    """A session-scoped pytest fixture yielding the CorpusStack; assign it to a name in a test module."""
+    """A module-scoped pytest fixture yielding the CorpusStack; assign it to a name in one test module (the
+    stack's port and project are its own: two modules at once in two workers would clash)."""
 
-    @pytest.fixture(scope="session")
+    @pytest.fixture(scope="module")
     def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusStack]:
         with corpus_stack(tmp_path_factory.mktemp("stacks") / project, port) as stack:
             yield stack

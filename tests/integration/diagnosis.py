@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from stack import run_cli
+from stack import report_of, report_paths, run_cli, snapshot_ids
 
 
 def database_state(db: dict[str, object]) -> dict[str, object]:
@@ -71,3 +71,25 @@ def diagnose_then_run_its_line(cli: list[str], directory: Path, db: dict[str, ob
     again = run_cli(cli, directory, "diagnose")
     assert again.returncode == 0 and again.stdout.startswith("healthy: no finding"), again.stdout
     return proc
+
+
+def assert_healthy(cli: list[str], directory: Path) -> None:
+    """`runbook diagnose --json` exits 0 with no finding."""
+    proc = run_cli(cli, directory, "diagnose", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["findings"] == [], proc.stdout + proc.stderr
+
+
+def assert_second_run_is_a_no_op(cli: list[str], directory: Path, db: dict[str, object], playbook: str) -> None:
+    """`runbook run playbook --yes` again: nothing to do, no change, no snapshot, every step and check skipped."""
+    before, snapshots, reports = database_state(db), snapshot_ids(directory), report_paths(directory, playbook)
+    for path in reports:  # the new report is then the only one
+        path.unlink()
+        path.with_suffix(".md").unlink(missing_ok=True)
+    again = run_cli(cli, directory, "run", playbook, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to do" in again.stdout
+    assert database_state(db) == before
+    assert snapshot_ids(directory) == snapshots  # no snapshot when nothing runs
+    record, _ = report_of(directory, playbook)
+    assert record["status"] == "done" and not record["snapshot"]
+    assert {s["status"] for s in record["steps"] + record["checks"]} == {"skipped"}

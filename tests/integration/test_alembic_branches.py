@@ -12,17 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from diagnosis import database_state, diagnose_then_run_its_line, table_rows
-from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
+from diagnosis import assert_healthy, database_state, diagnose_then_run_its_line, table_rows
+from stack import (
+    REPO,
+    alembic_heads,
+    alembic_versions,
+    db_settings,
+    empty_database,
+    in_backend,
+    report_of,
+    reset_app,
+    run_cli,
+    stack_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 LEDGER = REPO / "tests" / "projects" / "ledger"
 PROJECT = "alembrbranches"
 DB_PORT = 25850
@@ -57,16 +66,7 @@ def downgrade():
 '''
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT, LEDGER, "ledger") as directory:
-        yield directory
-
-
-def _in_backend(*argv: str) -> str:
-    code, (out, err) = service_container(PROJECT, "backend").exec_run(list(argv), workdir="/srv/app", demux=True)
-    assert code == 0, f"{argv}: {(out or b'').decode()}{(err or b'').decode()}"
-    return (out or b"").decode()
+stack = stack_fixture(PROJECT, DB_PORT, LEDGER, "ledger")
 
 
 def _reset(directory: Path) -> None:
@@ -81,52 +81,33 @@ def _files(directory: Path) -> dict[str, str]:
             for p in sorted([*app.glob("migrations/versions/*.py"), *app.glob("audit_versions/*.py")])}
 
 
-def _rows() -> list[str]:
-    with psycopg.connect(**DB) as conn:
-        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version ORDER BY 1")]
-
-
-def _heads() -> list[str]:
-    return sorted(line.split()[0] for line in _in_backend("alembic", "heads").splitlines() if line.strip())
-
-
-def _healthy(cli: list[str], directory: Path) -> None:
-    proc = run_cli(cli, directory, "diagnose", "--json")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["findings"] == [], proc.stdout + proc.stderr
-
-
-def _report(directory: Path, playbook: str) -> tuple[dict, str]:
-    [record] = (directory / ".runbook" / "reports").glob(f"*-{playbook}.json")
-    return json.loads(record.read_text()), record.with_suffix(".md").read_text()
-
-
 def _with_conflict(directory: Path, *, applied: bool) -> dict[str, str]:
     """Healthy at all three heads, then the conflicting audit revision (applied too when `applied`)."""
     _reset(directory)
-    _in_backend("alembic", "upgrade", "heads")
+    in_backend(PROJECT, "alembic", "upgrade", "heads")
     with psycopg.connect(**DB) as conn:
         conn.execute("INSERT INTO accounts (name) VALUES ('cash'), ('bank')")
         conn.execute("INSERT INTO audit_log (event, account_id) VALUES ('opened', 1)")
     (directory / "app" / CONFLICT).write_text(CONFLICT_TEXT)
     if applied:
-        _in_backend("alembic", "upgrade", "heads")
+        in_backend(PROJECT, "alembic", "upgrade", "heads")
     return _files(directory)
 
 
 def test_intentional_heads_are_healthy_and_never_merged(stack: Path, runbook_cli: list[str]) -> None:
     _reset(stack)
-    _in_backend("alembic", "upgrade", "heads")
-    assert _heads() == HEADS and _rows() == HEADS
+    in_backend(PROJECT, "alembic", "upgrade", "heads")
+    assert alembic_heads(PROJECT) == HEADS and alembic_versions(DB) == HEADS
     files, state = _files(stack), database_state(DB)
 
-    _healthy(runbook_cli, stack)
+    assert_healthy(runbook_cli, stack)
     human = run_cli(runbook_cli, stack, "diagnose")
     assert human.returncode == 0, human.stdout + human.stderr
     for playbook in ("alembic-merge-heads", "alembic-linearize"):
         proc = run_cli(runbook_cli, stack, "run", playbook, "--yes")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "nothing to do" in proc.stdout
-    assert _files(stack) == files and _rows() == HEADS and database_state(DB) == state
+    assert _files(stack) == files and alembic_versions(DB) == HEADS and database_state(DB) == state
     shown = run_cli(runbook_cli, stack, "show", "alembic-merge-heads")
     assert "What it never merges" in shown.stdout and "own base" in shown.stdout
 
@@ -149,18 +130,18 @@ def test_a_conflict_on_the_audit_branch_is_linearized_without_touching_the_other
     after = _files(stack)
     assert {k for k in after if after[k] != files.get(k)} == {CONFLICT}
     assert "down_revision = 'a1b2c3d4e5f7'\n" in (stack / "app" / CONFLICT).read_text()
-    assert _heads() == ["1000aaaa0002", "2000bbbb0001", "a9c8d7e6f5a4"]
-    assert _rows() == ["1000aaaa0002", "2000bbbb0001", "a9c8d7e6f5a4"]
+    assert alembic_heads(PROJECT) == ["1000aaaa0002", "2000bbbb0001", "a9c8d7e6f5a4"]
+    assert alembic_versions(DB) == ["1000aaaa0002", "2000bbbb0001", "a9c8d7e6f5a4"]
     assert {t: rows for t, rows in table_rows(DB).items() if t in data} == data
-    record, markdown = _report(stack, "alembic-linearize")
+    record, markdown = report_of(stack, "alembic-linearize")
     assert record["status"] == "done"
     assert "any other database" in markdown and "alembic stamp --purge a9c8d7e6f5a4" in markdown
-    _healthy(runbook_cli, stack)
+    assert_healthy(runbook_cli, stack)
 
 
 def test_a_conflict_applied_on_both_sides_is_merged_alone(stack: Path, runbook_cli: list[str]) -> None:
     files = _with_conflict(stack, applied=True)
-    assert _rows() == ["1000aaaa0002", "2000bbbb0001", "a1b2c3d4e5f7", "a9c8d7e6f5a4"]
+    assert alembic_versions(DB) == ["1000aaaa0002", "2000bbbb0001", "a1b2c3d4e5f7", "a9c8d7e6f5a4"]
     data = table_rows(DB)
 
     diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
@@ -172,10 +153,10 @@ def test_a_conflict_applied_on_both_sides_is_merged_alone(stack: Path, runbook_c
     assert "'a1b2c3d4e5f7'" in text and "'a9c8d7e6f5a4'" in text
     assert "1000aaaa0002" not in text and "2000bbbb0001" not in text
     revision = Path(merge).name.split("_", 1)[0]
-    assert _heads() == sorted(["1000aaaa0002", "2000bbbb0001", revision])
-    assert _rows() == sorted(["1000aaaa0002", "2000bbbb0001", revision])
+    assert alembic_heads(PROJECT) == sorted(["1000aaaa0002", "2000bbbb0001", revision])
+    assert alembic_versions(DB) == sorted(["1000aaaa0002", "2000bbbb0001", revision])
     assert table_rows(DB) == data
-    _healthy(runbook_cli, stack)
+    assert_healthy(runbook_cli, stack)
 
 
 def test_branches_names_intentional_heads_to_join(stack: Path, runbook_cli: list[str]) -> None:
@@ -183,7 +164,7 @@ def test_branches_names_intentional_heads_to_join(stack: Path, runbook_cli: list
     files = _with_conflict(stack, applied=False)
     proc = run_cli(runbook_cli, stack, "run", "alembic-merge-heads", "--var", "branches=audit,reporting", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    _, markdown = _report(stack, "alembic-merge-heads")
+    _, markdown = report_of(stack, "alembic-merge-heads")
     assert "to join: a1b2c3d4e5f7, a9c8d7e6f5a4, 2000bbbb0001" in markdown  # in the order named
     after = _files(stack)
     [merge] = set(after) - set(files)
@@ -191,14 +172,15 @@ def test_branches_names_intentional_heads_to_join(stack: Path, runbook_cli: list
     assert all(f"'{h}'" in text for h in ("2000bbbb0001", "a1b2c3d4e5f7", "a9c8d7e6f5a4"))
     assert "1000aaaa0002" not in text
     revision = Path(merge).name.split("_", 1)[0]
-    assert _heads() == sorted(["1000aaaa0002", revision]) and _rows() == sorted(["1000aaaa0002", revision])
-    _healthy(runbook_cli, stack)
+    assert alembic_heads(PROJECT) == sorted(["1000aaaa0002", revision])
+    assert alembic_versions(DB) == sorted(["1000aaaa0002", revision])
+    assert_healthy(runbook_cli, stack)
 
 
 def test_branches_joins_intentional_heads_on_a_healthy_stack(stack: Path, runbook_cli: list[str]) -> None:
     """No conflict at all: `--var branches=audit,reporting` is an explicit request, not "nothing to do"."""
     _reset(stack)
-    _in_backend("alembic", "upgrade", "heads")
+    in_backend(PROJECT, "alembic", "upgrade", "heads")
     files = _files(stack)
     proc = run_cli(runbook_cli, stack, "run", "alembic-merge-heads", "--var", "branches=audit,reporting", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -208,5 +190,6 @@ def test_branches_joins_intentional_heads_on_a_healthy_stack(stack: Path, runboo
     text = (stack / "app" / merge).read_text()
     assert "'2000bbbb0001'" in text and "'a1b2c3d4e5f7'" in text and "1000aaaa0002" not in text
     revision = Path(merge).name.split("_", 1)[0]
-    assert _heads() == sorted(["1000aaaa0002", revision]) and _rows() == sorted(["1000aaaa0002", revision])
-    _healthy(runbook_cli, stack)
+    assert alembic_heads(PROJECT) == sorted(["1000aaaa0002", revision])
+    assert alembic_versions(DB) == sorted(["1000aaaa0002", revision])
+    assert_healthy(runbook_cli, stack)

@@ -23,17 +23,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from diagnosis import diagnose_then_run_its_line
-from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
+from diagnosis import assert_healthy, diagnose_then_run_its_line
+from stack import (
+    REPO,
+    alembic_versions,
+    db_settings,
+    empty_database,
+    in_backend,
+    reset_app,
+    running_stack,
+    service_container,
+)
 
 from runbook.frameworks.alembic.graph import RevisionGraph
 from runbook.frameworks.alembic.version_files import parse_revision
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "projects" / "alembic_corpus"
 PROJECT = "alembrcorpus"
 DB_PORT = 25851
@@ -100,12 +107,6 @@ def stack(tmp_path_factory, wheels: Path) -> Iterator[Path]:
         yield directory
 
 
-def _in_backend(*argv: str) -> str:
-    code, (out, err) = service_container(PROJECT, "backend").exec_run(list(argv), workdir="/srv/app", demux=True)
-    assert code == 0, f"{argv}: {(out or b'').decode()}{(err or b'').decode()}"
-    return (out or b"").decode()
-
-
 def _versions(directory: Path) -> Path:
     return directory / "app" / "migrations" / "versions"
 
@@ -133,16 +134,6 @@ def _files(directory: Path) -> dict[str, str]:
 def _graph(directory: Path) -> RevisionGraph:
     revisions = (parse_revision(p.read_text(), p.name) for p in sorted(_versions(directory).glob("*.py")))
     return RevisionGraph(r for r in revisions if r is not None)
-
-
-def _rows() -> list[str]:
-    with psycopg.connect(**DB) as conn:
-        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version ORDER BY 1")]
-
-
-def _healthy(cli: list[str], directory: Path) -> None:
-    proc = run_cli(cli, directory, "diagnose", "--json")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["findings"] == [], proc.stdout + proc.stderr
 
 
 def _conflict(directory: Path) -> tuple[str, str]:
@@ -182,15 +173,15 @@ def test_a_real_project_is_healthy_then_its_conflict_is_repaired_by_the_printed_
         stack: Path, wheels: Path, runbook_cli: list[str], name: str, applied: bool) -> None:
     theirs = _use(stack, wheels, PROJECTS[name])
     assert len(theirs) >= 5
-    _in_backend("alembic", "upgrade", "heads")
+    in_backend(PROJECT, "alembic", "upgrade", "heads")
     [head] = _graph(stack).heads()
-    assert _rows() == [head]
-    _healthy(runbook_cli, stack)
+    assert alembic_versions(DB) == [head]
+    assert_healthy(runbook_cli, stack)
 
     their_head, parent = _conflict(stack)
     if applied:
-        _in_backend("alembic", "upgrade", "heads")
-        assert _rows() == sorted([their_head, OURS])
+        in_backend(PROJECT, "alembic", "upgrade", "heads")
+        assert alembic_versions(DB) == sorted([their_head, OURS])
     playbook = "alembic-merge-heads" if applied else "alembic-linearize"
     proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
                                       f"runbook run {playbook} --yes")
@@ -198,9 +189,9 @@ def test_a_real_project_is_healthy_then_its_conflict_is_repaired_by_the_printed_
     after = _files(stack)
     assert {k: v for k, v in after.items() if k in theirs} == theirs, "a file of the real project changed"
     [final] = _graph(stack).heads()
-    assert _rows() == [final]
+    assert alembic_versions(DB) == [final]
     if applied:
         assert final not in (head, OURS)
     else:
         assert final == OURS and f'down_revision = "{their_head}"' in proc.stdout.replace("'", '"')
-    _healthy(runbook_cli, stack)
+    assert_healthy(runbook_cli, stack)

@@ -10,21 +10,27 @@ The sample has the conflict of the guide: 137b19ac6ef3 (then 5a1c2e3d4f56) and f
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from diagnosis import database_state, diagnose_then_run_its_line, table_rows
-from stack import db_settings, empty_database, reset_app, run_cli, running_stack, service_container
+from diagnosis import assert_healthy, database_state, diagnose_then_run_its_line, table_rows
+from stack import (
+    REPO,
+    alembic_heads,
+    alembic_versions,
+    db_settings,
+    empty_database,
+    in_backend,
+    report_of,
+    reset_app,
+    run_cli,
+    stack_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 LEADGEN = REPO / "tests" / "projects" / "leadgen"
 PROJECT = "rbalembic"
 DB_PORT = 25482
@@ -41,21 +47,7 @@ BRANCH_COLUMNS = {
 BRANCH_FILES = ["add_file_document_management.py", "8d4f5a6b7c89_add_document_tags.py"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT, LEADGEN, "leadgen") as directory:
-        yield directory
-
-
-def _backend():
-    return service_container(PROJECT, "backend")
-
-
-def _in_backend(*argv: str) -> str:
-    code, (out, err) = _backend().exec_run(list(argv), workdir="/srv/app", demux=True)
-    out_text, err_text = (out or b"").decode(), (err or b"").decode()
-    assert code == 0, f"{argv}: {out_text}{err_text}"
-    return out_text
+stack = stack_fixture(PROJECT, DB_PORT, LEADGEN, "leadgen")
 
 
 def _reset(directory: Path, *, branch: bool = True) -> None:
@@ -80,11 +72,6 @@ def _versions_dir(directory: Path) -> Path:
 
 def _files(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(_versions_dir(directory).glob("*.py"))}
-
-
-def _version_rows() -> list[str]:
-    with psycopg.connect(**DB) as conn:
-        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version ORDER BY 1")]
 
 
 def _tables() -> set[str]:
@@ -114,34 +101,13 @@ def _branch_applied(record: dict) -> None:
     assert check["status"] == "ok" and "the schema matches the models" in check["stdout"], check
 
 
-def _healthy(cli: list[str], directory: Path) -> None:
-    proc = run_cli(cli, directory, "diagnose", "--json")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["findings"] == [], proc.stdout + proc.stderr
-
-
-def _heads() -> list[str]:
-    return sorted(line.split()[0] for line in _in_backend("alembic", "heads").splitlines() if line.strip())
-
-
-def _runbook(cli: list[str], directory: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    env["NO_COLOR"] = "1"
-    return subprocess.run([*cli, *args], cwd=directory, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=600)
-
-
-def _report(directory: Path, playbook: str) -> tuple[dict, str]:
-    [record] = (directory / ".runbook" / "reports").glob(f"*-{playbook}.json")
-    return json.loads(record.read_text()), record.with_suffix(".md").read_text()
-
-
 def _start_on_trunk(directory: Path) -> dict[str, list]:
     """The database on the 137b19ac6ef3 branch, with rows; the other branch only in the files."""
     _reset(directory)
-    _in_backend("alembic", "upgrade", "5a1c2e3d4f56")
-    _in_backend("python", "seed.py", "--rows", "15")
-    assert _heads() == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
-    assert _version_rows() == ["5a1c2e3d4f56"]
+    in_backend(PROJECT, "alembic", "upgrade", "5a1c2e3d4f56")
+    in_backend(PROJECT, "python", "seed.py", "--rows", "15")
+    assert alembic_heads(PROJECT) == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
+    assert alembic_versions(DB) == ["5a1c2e3d4f56"]
     return _data()
 
 
@@ -152,8 +118,8 @@ def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbo
     proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
                                       "runbook run alembic-linearize --yes")
 
-    assert _heads() == ["8d4f5a6b7c89"]
-    assert _version_rows() == ["8d4f5a6b7c89"]
+    assert alembic_heads(PROJECT) == ["8d4f5a6b7c89"]
+    assert alembic_versions(DB) == ["8d4f5a6b7c89"]
     assert _tables() >= BRANCH_TABLES
     _kept(data)
     moved = (_versions_dir(stack) / "add_file_document_management.py").read_text()
@@ -162,7 +128,7 @@ def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbo
     changed = {name for name in files if after[name] != files[name]}
     assert changed == {"add_file_document_management.py"} and set(after) == set(files)
 
-    record, markdown = _report(stack, "alembic-linearize")
+    record, markdown = report_of(stack, "alembic-linearize")
     assert record["status"] == "done"
     _branch_applied(record)
     assert record["snapshot"]
@@ -177,17 +143,17 @@ def test_linearize_moves_the_unapplied_branch_after_the_trunk(stack: Path, runbo
 
 def test_linearize_refuses_when_both_branches_are_applied(stack: Path, runbook_cli: list[str]) -> None:
     _reset(stack)
-    _in_backend("alembic", "upgrade", "heads")
-    files, rows = _files(stack), _version_rows()
+    in_backend(PROJECT, "alembic", "upgrade", "heads")
+    files, rows = _files(stack), alembic_versions(DB)
     assert rows == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
 
-    proc = _runbook(runbook_cli, stack, "run", "alembic-linearize", "--yes")
+    proc = run_cli(runbook_cli, stack, "run", "alembic-linearize", "--yes")
     assert proc.returncode == 2, proc.stdout + proc.stderr  # refused: the state does not fit
     assert "more than one branch are applied" in proc.stdout + proc.stderr
     assert "alembic-merge-heads" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert _files(stack) == files
-    assert _version_rows() == rows
+    assert alembic_versions(DB) == rows
 
 
 def _merge_file(directory: Path, before: dict[str, str]) -> Path:
@@ -199,7 +165,7 @@ def test_merge_heads_from_one_branch(stack: Path, runbook_cli: list[str]) -> Non
     data = _start_on_trunk(stack)
     files = _files(stack)
 
-    proc = _runbook(runbook_cli, stack, "run", "alembic-merge-heads", "--yes")
+    proc = run_cli(runbook_cli, stack, "run", "alembic-merge-heads", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     merge = _merge_file(stack, files)
@@ -207,59 +173,59 @@ def test_merge_heads_from_one_branch(stack: Path, runbook_cli: list[str]) -> Non
     text = merge.read_text()
     assert "'5a1c2e3d4f56'" in text and "'8d4f5a6b7c89'" in text
     revision = merge.name.split("_", 1)[0]
-    assert _heads() == [revision]
-    assert _version_rows() == [revision]
+    assert alembic_heads(PROJECT) == [revision]
+    assert alembic_versions(DB) == [revision]
     assert _tables() >= BRANCH_TABLES
     _kept(data)
     assert {k: v for k, v in _files(stack).items() if k != merge.name} == files
-    record, _ = _report(stack, "alembic-merge-heads")
+    record, _ = report_of(stack, "alembic-merge-heads")
     assert record["status"] == "done"
     _branch_applied(record)
-    _healthy(runbook_cli, stack)
+    assert_healthy(runbook_cli, stack)
 
 
 def test_merge_heads_when_the_database_has_both_heads(stack: Path, runbook_cli: list[str]) -> None:
     _reset(stack)
-    _in_backend("alembic", "upgrade", "heads")
-    _in_backend("python", "seed.py", "--rows", "10")
+    in_backend(PROJECT, "alembic", "upgrade", "heads")
+    in_backend(PROJECT, "python", "seed.py", "--rows", "10")
     data, files = _data(), _files(stack)
-    assert _version_rows() == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
+    assert alembic_versions(DB) == ["5a1c2e3d4f56", "8d4f5a6b7c89"]
 
     diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-multiple-heads",
                                "runbook run alembic-merge-heads --yes")
 
     revision = _merge_file(stack, files).name.split("_", 1)[0]
-    assert _heads() == [revision]
-    assert _version_rows() == [revision]
+    assert alembic_heads(PROJECT) == [revision]
+    assert alembic_versions(DB) == [revision]
     assert _data() == data
-    _branch_applied(_report(stack, "alembic-merge-heads")[0])
+    _branch_applied(report_of(stack, "alembic-merge-heads")[0])
 
 
 @pytest.mark.parametrize("playbook", ["alembic-linearize", "alembic-merge-heads"])
 def test_one_head_is_nothing_to_do(stack: Path, runbook_cli: list[str], playbook: str) -> None:
     _reset(stack, branch=False)
-    _in_backend("alembic", "upgrade", "head")
-    _in_backend("python", "seed.py", "--rows", "5")
-    files, rows, state = _files(stack), _version_rows(), database_state(DB)
-    _healthy(runbook_cli, stack)
+    in_backend(PROJECT, "alembic", "upgrade", "head")
+    in_backend(PROJECT, "python", "seed.py", "--rows", "5")
+    files, rows, state = _files(stack), alembic_versions(DB), database_state(DB)
+    assert_healthy(runbook_cli, stack)
 
-    proc = _runbook(runbook_cli, stack, "run", playbook, "--yes")
+    proc = run_cli(runbook_cli, stack, "run", playbook, "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nothing to do: runbook diagnose finds no alembic-multiple-heads" in proc.stdout
 
     assert _files(stack) == files
-    assert _version_rows() == rows == ["5a1c2e3d4f56"]
+    assert alembic_versions(DB) == rows == ["5a1c2e3d4f56"]
     assert database_state(DB) == state
     assert not (stack / ".runbook" / "snapshots").exists() or not any((stack / ".runbook" / "snapshots").iterdir())
-    record, _ = _report(stack, playbook)
+    record, _ = report_of(stack, playbook)
     assert record["status"] == "done" and not record["snapshot"]
     assert {s["status"] for s in record["steps"] + record["checks"]} == {"skipped"}
 
 
 def test_an_ancestor_row_in_alembic_version_is_pruned(stack: Path, runbook_cli: list[str]) -> None:
     _reset(stack, branch=False)
-    _in_backend("alembic", "upgrade", "head")
-    _in_backend("python", "seed.py", "--rows", "5")
+    in_backend(PROJECT, "alembic", "upgrade", "head")
+    in_backend(PROJECT, "python", "seed.py", "--rows", "5")
     data = _data()
     with psycopg.connect(**DB) as conn:
         conn.execute("INSERT INTO alembic_version (version_num) VALUES ('2dd19a2d0626')")
@@ -267,15 +233,15 @@ def test_an_ancestor_row_in_alembic_version_is_pruned(stack: Path, runbook_cli: 
     proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-redundant-rows",
                                       "runbook run alembic-prune-versions --yes")
     assert "deleted row 2dd19a2d0626: an ancestor of 5a1c2e3d4f56" in proc.stdout
-    assert _version_rows() == ["5a1c2e3d4f56"]
+    assert alembic_versions(DB) == ["5a1c2e3d4f56"]
     assert _data() == data
 
 
 def _at_unknown_revision(directory: Path) -> dict[str, list]:
     """One head applied with rows, then alembic_version names a revision no file has (a rebased file)."""
     _reset(directory, branch=False)
-    _in_backend("alembic", "upgrade", "head")
-    _in_backend("python", "seed.py", "--rows", "5")
+    in_backend(PROJECT, "alembic", "upgrade", "head")
+    in_backend(PROJECT, "python", "seed.py", "--rows", "5")
     with psycopg.connect(**DB) as conn:
         conn.execute("UPDATE alembic_version SET version_num = 'c0ffee000001'")
     return _data()
@@ -287,7 +253,7 @@ def test_unknown_revision_is_stamped_back_to_head_when_the_schema_proves_it(
     proc = diagnose_then_run_its_line(runbook_cli, stack, DB, "alembic-unknown-revision",
                                       "runbook run alembic-stamp-head --yes")
     assert "the live schema matches the models exactly" in proc.stdout
-    assert _version_rows() == ["5a1c2e3d4f56"]
+    assert alembic_versions(DB) == ["5a1c2e3d4f56"]
     assert _data() == data
 
 
@@ -296,9 +262,9 @@ def test_unknown_revision_is_refused_when_the_schema_differs(stack: Path, runboo
     with psycopg.connect(**DB) as conn:
         conn.execute("ALTER TABLE documents DROP COLUMN body")
     before = database_state(DB)
-    proc = _runbook(runbook_cli, stack, "run", "alembic-stamp-head", "--yes")
+    proc = run_cli(runbook_cli, stack, "run", "alembic-stamp-head", "--yes")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "the schema differs from the models at head" in proc.stdout
     assert "documents" in proc.stdout
     assert database_state(DB) == before
-    assert _version_rows() == ["c0ffee000001"]
+    assert alembic_versions(DB) == ["c0ffee000001"]

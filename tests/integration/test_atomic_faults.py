@@ -10,8 +10,6 @@ RUNBOOK_TEST_PAUSE_AT=<event> it writes a marker file there and waits for the si
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import signal
 import subprocess
 import time
@@ -20,48 +18,44 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 from diagnosis import table_rows
-from psycopg import sql
-from stack import REPO, db_settings, manage, reset_app, running_stack, service_container, wait_for_stack
+from stack import (
+    db_settings,
+    manage,
+    pause_env,
+    playbook_steps,
+    recreate_database,
+    report_of,
+    reset_app,
+    run_cli,
+    running_stack,
+    service_container,
+    start_cli,
+    step_boundaries,
+    wait_for_pause,
+    wait_for_stack,
+)
 
 pytestmark = pytest.mark.integration
 
 PROJECT = "atomic-faults"
 DB_PORT = 25700
 DB = db_settings(DB_PORT)
-ADMIN = db_settings(DB_PORT, "postgres")
 TEMPLATES = {"reset": "atomic_tpl_reset", "fix": "atomic_tpl_fix"}
 
 RESET = ["reset-all-migrations", "--yes", "--var", "force=true"]
 FIX = ["fix-history", "--yes"]
 
 
-def _steps(playbook: str) -> list[dict]:
-    return yaml.safe_load((REPO / "playbooks" / f"{playbook}.yml").read_text())["steps"]
-
-
-def _boundaries(playbook: str) -> list[str]:
-    """Every step boundary of the built-in playbook as it is now: before the first step and after each."""
-    return ["steps", *(f"after-step-{n}" for n in range(1, len(_steps(playbook)) + 1))]
-
-
 def _step_of(playbook: str, action: str) -> int:
-    return next(n for n, step in enumerate(_steps(playbook), 1) if step.get("action") == action)
+    return next(n for n, step in enumerate(playbook_steps(playbook), 1) if step.get("action") == action)
 
 
 # reset-all-migrations: its regenerate step deletes the migration files (shop has 5 besides __init__.py).
-RESET_POINTS = [*_boundaries("reset-all-migrations"), "delete-file-1", "delete-file-4"]
+RESET_POINTS = [*step_boundaries("reset-all-migrations"), "delete-file-1", "delete-file-4"]
 # fix-history: its apply-missing step applies customer.0001_initial for real.
-FIX_POINTS = _boundaries("fix-history")
+FIX_POINTS = step_boundaries("fix-history")
 APPLY_STEP = _step_of("fix-history", "django.apply-missing")
-
-
-def _recreate(dbname: str, template: str | None = None) -> None:
-    with psycopg.connect(**ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")).format(
-            sql.Identifier(dbname), *([sql.Identifier(template)] if template else [])))
 
 
 def _guides_world() -> None:
@@ -82,15 +76,15 @@ def stack(tmp_path_factory) -> Iterator[Path]:
         # Each case starts from a template database made once: CREATE DATABASE ... TEMPLATE takes a second.
         manage(PROJECT, "migrate", "--noinput")
         manage(PROJECT, "seed", "--rows", "200")
-        _recreate(TEMPLATES["reset"], "shop")
-        _recreate("shop")
+        recreate_database(DB, TEMPLATES["reset"], "shop")
+        recreate_database(DB, "shop")
         _guides_world()
-        _recreate(TEMPLATES["fix"], "shop")
+        recreate_database(DB, TEMPLATES["fix"], "shop")
         yield directory
 
 
 def _start(stack: Path, case: str) -> None:
-    _recreate("shop", TEMPLATES[case])
+    recreate_database(DB, "shop", TEMPLATES[case])
     reset_app(stack)
     for path in (stack / ".runbook").glob("reports/*"):
         path.unlink()
@@ -104,34 +98,15 @@ def _state(stack: Path) -> dict:
     return {"files": files, "history": history, "data": table_rows(DB)}
 
 
-def _cli(runbook_cli: list[str], stack: Path, args: list[str], point: str, marker: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "RUNBOOK_TRACEBACK"}
-    env.update(NO_COLOR="1", COLUMNS="200", RUNBOOK_TEST_PAUSE_AT=point, RUNBOOK_TEST_PAUSE_MARKER=str(marker))
-    return subprocess.Popen([*runbook_cli, "run", *args], cwd=stack, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(marker: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not marker.exists():
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"the run never reached its pause point (exit {proc.returncode}):\n{out[-3000:]}\n{err}")
-
-
 def _report(stack: Path) -> dict:
-    [path] = (stack / ".runbook" / "reports").glob("*.json")
-    assert path.with_suffix(".md").is_file()
-    return json.loads(path.read_text())
+    return report_of(stack)[0]
 
 
 def _stop_at(stack: Path, runbook_cli: list[str], tmp_path: Path, args: list[str], point: str,
              sig: signal.Signals) -> tuple[str, str, dict]:
     marker = tmp_path / "paused"
-    proc = _cli(runbook_cli, stack, args, point, marker)
-    _wait_for(marker, proc)
+    proc = start_cli(runbook_cli, stack, "run", *args, env=pause_env(point, marker))
+    wait_for_pause(marker, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, out[-3000:] + err
@@ -154,7 +129,7 @@ def test_reset_all_migrations_stopped_changes_nothing(stack, runbook_cli, tmp_pa
 # squash-reset of catalog (0001, 0002 -> a new 0001_initial): 5 steps; step 2 deletes and regenerates files.
 # One signal per point, alternating: both reach the same handler, and the other playbooks take both at each.
 SQUASH_CASES = [(point, [signal.SIGINT, signal.SIGTERM][i % 2]) for i, point in enumerate(
-    [*_boundaries("squash-reset"), "delete-file-1", "delete-file-2"])]
+    [*step_boundaries("squash-reset"), "delete-file-1", "delete-file-2"])]
 
 
 @pytest.mark.parametrize(("point", "sig"), SQUASH_CASES, ids=[f"{p}-{s.name}" for p, s in SQUASH_CASES])
@@ -167,7 +142,8 @@ def test_squash_reset_stopped_changes_nothing(stack, runbook_cli, tmp_path, poin
     assert report["status"] == "interrupted" and report["putback"]["status"] == "put back", report["putback"]
 
 
-FAKE_CASES = [(point, [signal.SIGTERM, signal.SIGINT][i % 2]) for i, point in enumerate(_boundaries("fake-initial"))]
+FAKE_CASES = [(point, [signal.SIGTERM, signal.SIGINT][i % 2])
+              for i, point in enumerate(step_boundaries("fake-initial"))]
 
 
 @pytest.mark.parametrize(("point", "sig"), FAKE_CASES, ids=[f"{p}-{s.name}" for p, s in FAKE_CASES])
@@ -212,8 +188,8 @@ def test_db_killed_during_a_step_puts_the_files_back(stack, runbook_cli, tmp_pat
     _start(stack, "reset")
     before = _state(stack)
     marker = tmp_path / "paused"
-    proc = _cli(runbook_cli, stack, RESET, "delete-file-2", marker)
-    _wait_for(marker, proc)
+    proc = start_cli(runbook_cli, stack, "run", *RESET, env=pause_env("delete-file-2", marker))
+    wait_for_pause(marker, proc)
     db = service_container(PROJECT, "db")
     try:
         db.kill()
@@ -238,14 +214,11 @@ def test_db_killed_during_a_step_puts_the_files_back(stack, runbook_cli, tmp_pat
 # ---- a rehearsal proves the backend talks to the copy before any step ----
 
 def _rehearse(runbook_cli: list[str], stack: Path, playbook: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "RUNBOOK_TRACEBACK"}
-    env.update(NO_COLOR="1", COLUMNS="250")
-    return subprocess.run([*runbook_cli, "run", playbook, "--rehearse"], cwd=stack, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=300)
+    return run_cli(runbook_cli, stack, "run", playbook, "--rehearse", env={"COLUMNS": "250"}, timeout=300)
 
 
 def _pending_world() -> None:
-    _recreate("shop")
+    recreate_database(DB, "shop")
     manage(PROJECT, "migrate", "auth", "--noinput")
 
 
@@ -292,10 +265,7 @@ def test_fix_history_stopped_while_migrate_runs_puts_history_back(stack, runbook
     """No pause: the signal arrives while the apply-missing step's real `migrate` runs, as a person's Ctrl-C."""
     _start(stack, "fix")
     before = _state(stack)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "RUNBOOK_TRACEBACK"}
-    env.update(NO_COLOR="1", COLUMNS="200")
-    proc = subprocess.Popen([*runbook_cli, "run", *FIX], cwd=stack, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(runbook_cli, stack, "run", *FIX)
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:

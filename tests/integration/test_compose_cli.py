@@ -6,8 +6,6 @@ an idle PID 1, so a test can stop or restart the server while the container keep
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,9 +19,11 @@ from stack import (
     compose_command,
     db_settings,
     manage,
+    report_of,
     require_docker,
     run_cli,
     service_container,
+    start_cli,
     wait_for_db,
     wait_for_stack,
     write_stack,
@@ -135,11 +135,6 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0].removeprefix("runbook: error: ")
 
 
-def report(directory: Path, playbook: str) -> tuple[dict, str]:
-    [path] = (directory / ".runbook" / "reports").glob(f"*-{playbook}.json")
-    return json.loads(path.read_text()), path.with_suffix(".md").read_text()
-
-
 def container_names(service: str) -> list[str]:
     labels = [f"com.docker.compose.project={PROJECT}", f"com.docker.compose.service={service}"]
     found = docker.from_env().containers.list(filters={"label": labels})
@@ -175,7 +170,7 @@ def test_service_flags_rename_the_services(stack: Path, runbook_cli: list[str]) 
     proc = run_cli(runbook_cli, stack, "--backend-service", "db", "run", "trivial.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "in=shop" in proc.stdout
-    assert report(stack, "trivial")[0]["target"]["backend"] == container_names("db")[0]
+    assert report_of(stack, "trivial")[0]["target"]["backend"] == container_names("db")[0]
     plain = run_cli(runbook_cli, stack, "run", "trivial.yml")
     assert plain.returncode == 0 and "in=backend" in plain.stdout
 
@@ -208,7 +203,7 @@ def test_more_than_one_container_for_a_service(stack: Path, runbook_cli: list[st
     raised = lines.index(f"   warning: {warning}")
     assert raised < lines.index("== steps")
     assert f"note: {warning}" in lines
-    record, markdown = report(stack, "trivial")
+    record, markdown = report_of(stack, "trivial")
     assert warning in record["notes"]
     assert record["target"]["backend"] == first
     assert warning in markdown
@@ -254,9 +249,7 @@ def test_wrong_password(stack: Path, runbook_cli: list[str]) -> None:
 
 def test_killing_the_container_during_a_step_is_one_line(stack: Path, runbook_cli: list[str]) -> None:
     backend = service_container(PROJECT, "backend")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    run = subprocess.Popen([*runbook_cli, "run", "long.yml"], cwd=stack, env={**env, "NO_COLOR": "1"},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    run = start_cli(runbook_cli, stack, "run", "long.yml")
     try:
         deadline = time.monotonic() + 60
         while backend.exec_run(["pgrep", "-f", "^sleep 61$"]).exit_code != 0:
@@ -272,7 +265,7 @@ def test_killing_the_container_during_a_step_is_one_line(stack: Path, runbook_cl
     assert proc.returncode in (1, 4), out + err
     line = error_line(proc)
     assert "long step" in line or "backend" in line, line
-    record, _ = report(stack, "long")
+    record, _ = report_of(stack, "long")
     assert record["steps"][0]["status"] in ("failed", "interrupted")
 
 
@@ -297,7 +290,7 @@ def test_a_change_off_any_volume_is_a_warning_on_the_console_and_in_the_report(s
     assert f"   warning: {warning}" in lines
     assert lines.index(f"   warning: {warning}") < lines.index("== verify")  # when raised, not at the end
     assert f"note: {warning}" in lines
-    record, markdown = report(stack, "regenerate")
+    record, markdown = report_of(stack, "regenerate")
     assert warning in record["notes"]
     assert warning in markdown
     # The bind-mounted copy was not touched, and nothing about it was worth a warning.
@@ -311,7 +304,7 @@ def test_sql_step_timeout_stops_the_statement(stack: Path, runbook_cli: list[str
     assert time.monotonic() - started < 25
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "timed out" in error_line(proc)
-    record, markdown = report(stack, "sql-timeout")
+    record, markdown = report_of(stack, "sql-timeout")
     assert record["steps"][0]["status"] == "failed"
     assert any("SQL timed out after 1 s" in problem for problem in record["steps"][0]["problems"])
     assert "timed out" in markdown
@@ -337,7 +330,7 @@ def test_no_network_path_falls_back_to_psql_in_the_db_service(stack: Path, runbo
         _wait_until_socket_down(db)
         _start_postgres()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    record, markdown = report(stack, "sql-steps")
+    record, markdown = report_of(stack, "sql-steps")
     assert record["target"]["database_path"] == "psql-in-container"
     [note] = [n for n in record["notes"] if "no network path" in n]
     assert note.startswith(f"no network path to PostgreSQL at 127.0.0.1:{PORT} (Connection refused); ")
@@ -368,8 +361,10 @@ def test_snapshot_and_restore_through_the_sdk_stream(stack: Path, runbook_cli: l
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert _row_counts() == before
     # The dump went in as a file copied into the container, not through the exec's stdin.
+    # This project's containers only: another module's stack may restore at the same time, in another worker.
     events = docker.from_env().events(since=since, until=int(time.time()) + 1, decode=True,
-                                      filters={"type": "container", "event": "exec_create"})
+                                      filters={"type": "container", "event": "exec_create",
+                                               "label": f"com.docker.compose.project={PROJECT}"})
     actions = [event.get("Action", "") for event in events]
     assert any("RUNBOOK_STDIN_FILE" in action and "pg_restore" in action for action in actions), actions
     leftovers = service_container(PROJECT, "db").exec_run(["sh", "-c", "ls -a /tmp | grep -c '^.runbook-' || true"])

@@ -8,50 +8,55 @@ way Compose names it: after the directory.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from stack import db_settings, empty_database, manage, run_cli, running_stack, service_container
+from stack import (
+    SHOP_DATA_TABLES,
+    db_settings,
+    make_template,
+    manage,
+    reset_from_template,
+    run_cli,
+    service_container,
+    shop_state,
+    sleepers,
+    stack_fixture,
+    start_cli,
+)
 
 pytestmark = pytest.mark.integration
 
 PROJECT = "rbshop"
 DB_PORT = 25452
 DB = db_settings(DB_PORT)
-DATA_TABLES = ["customer_customer", "customer_contact_customercontact", "catalog_category", "catalog_product"]
+
+stack = stack_fixture(PROJECT, DB_PORT)
 
 
-@pytest.fixture(scope="session")
-def shop_stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
-        yield directory
+@pytest.fixture(scope="module")
+def shop_stack(stack: Path) -> Path:
+    """The stack, its database migrated and seeded once and kept as a template for _reset_database."""
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "60")
+    make_template(DB)
+    return stack
 
 
 def _reset_database(directory: Path) -> None:
-    empty_database(DB)
+    """The migrated database with 60 rows a table (a copy of the template), and no artifacts."""
+    reset_from_template(DB)
     shutil.rmtree(directory / ".runbook", ignore_errors=True)
-    manage(PROJECT, "migrate", "--noinput")
-    manage(PROJECT, "seed", "--rows", "60")
-
-
-def _state() -> tuple[set[tuple[str, str]], dict[str, list]]:
-    with psycopg.connect(**DB) as conn:
-        rows = {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
-        data = {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in DATA_TABLES}
-    return rows, data
 
 
 def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: list[str]) -> None:
     _reset_database(shop_stack)
-    rows_before, data_before = _state()
+    rows_before, data_before = shop_state(DB)
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
     assert not (shop_stack / "runbook.yml").exists()
@@ -60,7 +65,7 @@ def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: l
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "customer.0001_initial: record: its tables, columns and keys exist" in proc.stdout
 
-    rows_after, data_after = _state()
+    rows_after, data_after = shop_state(DB)
     assert rows_after == rows_before
     assert data_after == data_before
     [report] = (shop_stack / ".runbook" / "reports").glob("*-fake-initial.json")
@@ -77,13 +82,13 @@ def test_fake_initial_in_compose_with_no_config(shop_stack: Path, runbook_cli: l
 def test_fake_initial_repairs_a_restored_dump_without_any_history_row(shop_stack: Path,
                                                                       runbook_cli: list[str]) -> None:
     _reset_database(shop_stack)
-    rows_before, data_before = _state()
+    rows_before, data_before = shop_state(DB)
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations")
 
     proc = run_cli(runbook_cli, shop_stack, "run", "fake-initial", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _state() == (rows_before, data_before)  # every row back, built-in apps' too; no data touched
+    assert shop_state(DB) == (rows_before, data_before)  # every row back, built-in apps' too; no data touched
     [report] = (shop_stack / ".runbook" / "reports").glob("*-fake-initial.json")
     record = json.loads(report.read_text())
     assert {c["name"]: c["status"] for c in record["checks"]} == {
@@ -113,7 +118,7 @@ def test_fake_initial_refuses_a_table_missing_a_column_and_changes_nothing(shop_
 
 def test_fake_initial_applies_a_migration_whose_column_is_absent(shop_stack: Path, runbook_cli: list[str]) -> None:
     _reset_database(shop_stack)
-    rows_before, _ = _state()
+    rows_before, _ = shop_state(DB)
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app = 'catalog'")
         conn.execute("ALTER TABLE catalog_product DROP COLUMN description")
@@ -135,9 +140,8 @@ def test_fake_initial_applies_a_migration_whose_column_is_absent(shop_stack: Pat
 
 def _state_without(table: str) -> tuple[set[tuple[str, str]], dict[str, list]]:
     """History rows, every data table but `table` row by row, and `table`'s columns."""
+    rows, data = shop_state(DB, [t for t in SHOP_DATA_TABLES if t != table])
     with psycopg.connect(**DB) as conn:
-        rows = {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
-        data = {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in DATA_TABLES if t != table}
         data["columns"] = conn.execute("SELECT column_name FROM information_schema.columns "
                                        "WHERE table_name = %s ORDER BY 1", (table,)).fetchall()
     return rows, data
@@ -191,7 +195,7 @@ def test_stopped_backend_exits_4_and_names_the_fix(shop_stack: Path, runbook_cli
 
 def test_diagnose_names_the_fake_and_its_line_repairs(shop_stack: Path, runbook_cli: list[str]) -> None:
     _reset_database(shop_stack)
-    rows_before, data_before = _state()
+    rows_before, data_before = shop_state(DB)
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
     found = run_cli(runbook_cli, shop_stack, "diagnose", "--json")
@@ -204,7 +208,7 @@ def test_diagnose_names_the_fake_and_its_line_repairs(shop_stack: Path, runbook_
     assert "customer_contact.0002_alter_customercontact_customer: proven" in finding["evidence"]
     proc = run_cli(runbook_cli, shop_stack, *shlex.split(finding["command"])[1:])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _state() == (rows_before, data_before)
+    assert shop_state(DB) == (rows_before, data_before)
     assert run_cli(runbook_cli, shop_stack, "diagnose").returncode == 0
 
 
@@ -218,22 +222,13 @@ steps:
 """
 
 
-def _sleepers() -> int:
-    # A zombie has no command line, so it does not count: it is gone for our purpose.
-    _, output = service_container(PROJECT, "backend").exec_run(["pgrep", "-c", "-f", "^sleep 120$"])
-    return int(output.decode().strip() or 0)
-
-
 def test_ctrl_c_stops_the_command_in_the_container(shop_stack: Path, runbook_cli: list[str]) -> None:
     (shop_stack / "long.yml").write_text(LONG_PLAYBOOK)
     shutil.rmtree(shop_stack / ".runbook", ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    first = subprocess.Popen([*runbook_cli, "run", "long.yml", "--yes"], cwd=shop_stack, text=True,
-                             env={**env, "NO_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL)
+    first = start_cli(runbook_cli, shop_stack, "run", "long.yml", "--yes")
     try:
         deadline = time.monotonic() + 60
-        while _sleepers() < 1:
+        while sleepers(PROJECT, "sleep 120") < 1:
             assert time.monotonic() < deadline, "the long step never started in the container"
             time.sleep(0.2)
         second = run_cli(runbook_cli, shop_stack, "run", "long.yml", "--yes")
@@ -246,7 +241,7 @@ def test_ctrl_c_stops_the_command_in_the_container(shop_stack: Path, runbook_cli
             first.kill()
     assert first.returncode == 130, out + err
     assert "Traceback" not in err
-    assert _sleepers() == 0, "the command went on in the container after Ctrl-C"
+    assert sleepers(PROJECT, "sleep 120") == 0, "the command went on in the container after Ctrl-C"
     records = [json.loads(p.read_text()) for p in (shop_stack / ".runbook" / "reports").glob("*-long*.json")]
     interrupted = [r for r in records if r["status"] == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0]["steps"][0]["status"] == "interrupted"

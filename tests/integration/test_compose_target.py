@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import docker
 import psycopg
 import pytest
+from stack import compose_command, db_settings, require_docker, wait_for_db
 
 from runbook.config import Config, DatabaseConfig, ServiceNames
 from runbook.errors import EnvironmentNotReady, StepFailed
@@ -33,58 +33,31 @@ COMPOSE_FILE = Path(__file__).with_name("compose-target.yml")
 DB_PORT = 25442
 
 
-def _compose_command() -> list[str]:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    if probe.returncode == 0:
-        return ["docker", "compose"]
-    pytest.fail("neither `docker compose` nor `docker-compose` is installed (run scripts/install-docker.sh)")
-
-
 def compose(*args: str, app_dir: Path) -> None:
     env = {**os.environ, "RBTEST_APP_DIR": str(app_dir)}
-    cmd = [*_compose_command(), "-f", str(COMPOSE_FILE), "-p", PROJECT, *args]
+    cmd = [*compose_command(), "-f", str(COMPOSE_FILE), "-p", PROJECT, *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_client() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get("runbook-test:latest")
-    except Exception as exc:
-        if os.environ.get("RUNBOOK_SKIP_DOCKER") == "1":
-            pytest.skip(f"Docker not usable and RUNBOOK_SKIP_DOCKER=1: {exc}")
-        pytest.fail(f"Docker not usable ({exc}); run scripts/install-docker.sh and scripts/build-images.sh, "
-                    "or set RUNBOOK_SKIP_DOCKER=1 to skip")
-    return client
+    return require_docker()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("rbtest-app")
     path.chmod(0o755)
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(docker_client: docker.DockerClient, app_dir: Path) -> Iterator[None]:
     compose("down", "-v", "--remove-orphans", app_dir=app_dir)  # leftovers of an interrupted run
     compose("up", "-d", app_dir=app_dir)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            psycopg.connect(host="127.0.0.1", port=DB_PORT, user="runbook", password="runbook-secret",
-                            dbname="shop", connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    wait_for_db(db_settings(DB_PORT), time.monotonic() + 90)
     yield
     compose("down", "-v", "--remove-orphans", app_dir=app_dir)
 
@@ -216,7 +189,16 @@ def test_timeout_kills_a_command_that_ignores_sigterm(target: ComposeTarget) -> 
     assert _live_processes(target, "sleep 986") == []
 
 
-def test_ctrl_c_stops_the_command_and_propagates(target: ComposeTarget) -> None:
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here even when pytest was started with SIGINT ignored, as `cmd &` in a
+    script starts it: the test would otherwise wait for its 985-second command to end."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_command_and_propagates(target: ComposeTarget, ctrl_c_raises: None) -> None:
     timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:

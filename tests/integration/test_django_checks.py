@@ -8,16 +8,29 @@ row, a dropped column, a model edited without a migration), runs a small playboo
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
+import shutil
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
+from stack import (
+    SHOP,
+    django_backend,
+    drop_template,
+    history_rows,
+    local_manage,
+    make_template,
+    recreate_database,
+    run_local,
+    template_name,
+    write_local_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +43,6 @@ EVERY_CHECK = [
 ]
 
 
-def _env(db: dict) -> dict[str, str]:
-    return {"DB_HOST": db["host"], "DB_PORT": str(db["port"]), "DB_NAME": db["dbname"], "DB_USER": db["user"],
-            "DB_PASSWORD": db["password"], "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _manage(project: Path, db: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env={**os.environ, **_env(db)},
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 or not check, proc.stderr
-    return proc
-
-
 def _sql(db: dict, *statements: str) -> list:
     with psycopg.connect(**db, autocommit=True) as conn:
         result = []
@@ -51,22 +52,28 @@ def _sql(db: dict, *statements: str) -> list:
         return result
 
 
-def _rows(db: dict) -> set[tuple[str, str]]:
-    return {tuple(r) for r in _sql(db, "SELECT app, name FROM django_migrations")}
+@pytest.fixture(scope="module")
+def migrated_once(local_pg: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The sample project's database migrated and seeded once for the module and kept as a template: a copy
+    for each test takes a fraction of the time of a migrate."""
+    settings = dict(local_pg, dbname=f"shop_{uuid.uuid4().hex[:10]}")  # the cluster is shared: a name of its own
+    recreate_database(settings, str(settings["dbname"]))
+    project = tmp_path_factory.mktemp("migrated-once") / "shop"
+    shutil.copytree(SHOP, project, ignore=shutil.ignore_patterns("__pycache__", ".runbook"))
+    try:
+        local_manage(project, settings, "migrate", "--noinput")
+        local_manage(project, settings, "seed", "--rows", "5")
+        make_template(settings)
+        yield settings
+    finally:
+        drop_template(settings)
 
 
 @pytest.fixture
-def shop(shop_project: Path, fresh_db: dict) -> tuple[Path, dict]:
+def shop(shop_project: Path, fresh_db: dict, migrated_once: dict) -> tuple[Path, dict]:
     """The sample project, migrated and seeded, with a runbook.yml for the local target."""
-    _manage(shop_project, fresh_db, "migrate", "--noinput")
-    _manage(shop_project, fresh_db, "seed", "--rows", "5")
-    config = {
-        "target": "local",
-        "backend": {"workdir": ".", "manage": [sys.executable, "manage.py"], "env": _env(fresh_db)},
-        "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
-                     "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"},
-    }
-    (shop_project / "runbook.yml").write_text(yaml.safe_dump(config))
+    recreate_database(fresh_db, str(fresh_db["dbname"]), template_name(migrated_once))
+    write_local_config(shop_project, fresh_db, "SHOP_DB_PASSWORD", django_backend(fresh_db))
     return shop_project, fresh_db
 
 
@@ -81,9 +88,7 @@ def _playbook(tmp_path: Path, name: str, steps: list[dict], verify: list[dict] |
 
 def _run(cli: list[str], project: Path, db: dict, playbook: Path) -> tuple[int, str, dict]:
     """Run a playbook file; return the exit code, the console text and the report's JSON twin."""
-    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1", "COLUMNS": "200"}
-    proc = subprocess.run([*cli, "run", str(playbook), "--yes"], cwd=project, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=300)
+    proc = run_local(cli, project, db, "run", str(playbook), "--yes", timeout=300)
     text = proc.stdout + proc.stderr
     assert "Traceback" not in text, text
     # By time written: two runs in one second are named `X-name.json` and `X-name-2.json`, which sort backwards.
@@ -116,7 +121,7 @@ def test_deleted_dependency_row_is_inconsistent_history(shop, tmp_path: Path, ru
     project, db = shop
     _sql(db, "DELETE FROM django_migrations WHERE app = 'customer' AND name = '0001_initial'")
     # What the guides hit: Django itself refuses to do anything now.
-    broken = _manage(project, db, "migrate", "--noinput", check=False)
+    broken = local_manage(project, db, "migrate", "--noinput", check=False)
     assert broken.returncode != 0 and "InconsistentMigrationHistory" in broken.stderr
 
     code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "broken", [INSPECT], EVERY_CHECK))
@@ -134,7 +139,7 @@ def test_deleted_dependency_row_is_inconsistent_history(shop, tmp_path: Path, ru
     fake = {"name": "fake", "action": "django.fake", "with": {"migrations": ["customer.0001_initial"]}}
     code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "repair", [fake], EVERY_CHECK))
     assert code == 0, text
-    assert ("customer", "0001_initial") in _rows(db)
+    assert ("customer", "0001_initial") in history_rows(db)
     assert "table customer_customer exists" in _check_output(report, "fake")
 
 
@@ -157,7 +162,7 @@ def test_dropped_column_fails_schema_check_and_refuses_the_fake(shop, tmp_path: 
     assert code == 1, text
     output = _check_output(report, "fake")
     assert "refused" in output and "column catalog_product.description does not exist" in output
-    assert ("catalog", "0002_product_description") not in _rows(db)
+    assert ("catalog", "0002_product_description") not in history_rows(db)
     assert report["checks"][0]["status"] != "ok"  # the run stopped at the refused step
 
     # As AddField left it: text NOT NULL, no default. Now the fake is proven and the row comes back.
@@ -165,7 +170,7 @@ def test_dropped_column_fails_schema_check_and_refuses_the_fake(shop, tmp_path: 
          "ALTER TABLE catalog_product ALTER COLUMN description DROP DEFAULT")
     code, text, report = _run(runbook_cli, project, db, playbook)
     assert code == 0, text
-    assert ("catalog", "0002_product_description") in _rows(db)
+    assert ("catalog", "0002_product_description") in history_rows(db)
     assert "recorded catalog.0002_product_description" in _check_output(report, "fake")
 
 
@@ -185,7 +190,7 @@ def test_a_dropped_unique_constraint_or_fk_index_refuses_the_fake(shop, tmp_path
                             "'customer_contact_customercontact'::regclass AND NOT indisprimary")
     _sql(db, f'ALTER TABLE customer_customer DROP CONSTRAINT "{unique}"', f'DROP INDEX "{fk_index}"',
          "DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact')")
-    rows = _rows(db)
+    rows = history_rows(db)
     schema = [{"name": "schema matches the models", "action": "django.schema-matches"}]
     fake = {"name": "fake", "action": "django.fake", "with": {"migrations": [
         "customer.0001_initial", "customer_contact.0001_initial", "customer_contact.0002"]}}
@@ -194,7 +199,7 @@ def test_a_dropped_unique_constraint_or_fk_index_refuses_the_fake(shop, tmp_path
     output = _check_output(report, "fake")
     assert "NO   unique constraint on customer_customer(email) does not exist" in output
     assert "NO   index on customer_contact_customercontact(customer_id) does not exist" in output
-    assert _rows(db) == rows  # nothing recorded
+    assert history_rows(db) == rows  # nothing recorded
     assert not _sql(db, "SELECT 1 FROM pg_constraint WHERE conrelid = 'customer_customer'::regclass "
                         "AND contype = 'u'")
 
@@ -211,7 +216,7 @@ def test_a_dropped_unique_constraint_or_fk_index_refuses_the_fake(shop, tmp_path
          "CREATE INDEX any_name ON customer_contact_customercontact (customer_id)")
     code, text, report = _run(runbook_cli, project, db, _playbook(tmp_path, "fake-keys", [fake], schema))
     assert code == 0, text
-    assert ("customer", "0001_initial") in _rows(db)
+    assert ("customer", "0001_initial") in history_rows(db)
 
 
 def test_a_foreign_key_to_another_table_is_a_schema_difference(shop, tmp_path: Path,
@@ -239,7 +244,7 @@ def test_a_column_of_another_type_refuses_the_fake(shop, tmp_path: Path, runbook
     assert code == 1, text
     assert ("column catalog_product.description (field catalog.Product.description) is character varying(100), "
             "Django's migration state expects text" in _check_output(report, "fake"))
-    assert ("catalog", "0002_product_description") not in _rows(db)
+    assert ("catalog", "0002_product_description") not in history_rows(db)
 
 
 def test_fix_history_by_faking_back_in_one_batch(shop, tmp_path: Path, runbook_cli: list[str]) -> None:
@@ -267,7 +272,7 @@ def test_fix_history_by_faking_back_in_one_batch(shop, tmp_path: Path, runbook_c
     assert ("the live tables of app customer_contact match Django's migration state with "
             "customer_contact.0002_alter_customercontact_customer" in chain)
     assert {("customer", "0001_initial"), ("customer_contact", "0001_initial"),
-            ("customer_contact", "0002_alter_customercontact_customer")} <= _rows(db)
+            ("customer_contact", "0002_alter_customercontact_customer")} <= history_rows(db)
 
 
 def test_model_change_without_migration_fails_makemigrations_clean(shop, tmp_path: Path,
@@ -277,7 +282,7 @@ def test_model_change_without_migration_fails_makemigrations_clean(shop, tmp_pat
     models.write_text(models.read_text() + "    weight = models.IntegerField(null=True)\n")
     # With an inconsistent history too: the real `makemigrations --check` cannot even start then.
     _sql(db, "DELETE FROM django_migrations WHERE app = 'customer' AND name = '0001_initial'")
-    real = _manage(project, db, "makemigrations", "--check", "--dry-run", check=False)
+    real = local_manage(project, db, "makemigrations", "--check", "--dry-run", check=False)
     assert real.returncode != 0 and "InconsistentMigrationHistory" in real.stderr
 
     check = [{"name": "models match the files", "action": "django.makemigrations-clean"}]
@@ -310,17 +315,15 @@ def test_a_migration_file_django_cannot_load_is_one_line_exit_4(shop, runbook_cl
     project, db = shop
     path = project / "catalog" / "migrations" / "0003_broken.py"
     path.write_text(broken)
-    rows = _rows(db)
-    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1", "COLUMNS": "200"}
+    rows = history_rows(db)
     for command in (["diagnose"], ["run", "fix-history", "--yes"]):
-        proc = subprocess.run([*runbook_cli, *command], cwd=project, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=300)
+        proc = run_local(runbook_cli, project, db, *command, timeout=300)
         assert proc.returncode == 4, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
         [error] = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
         assert reason in error and "0003_broken.py" in error, error
         assert "fix or restore that migration file" in error
-    assert _rows(db) == rows
+    assert history_rows(db) == rows
 
 
 def test_missing_interpreter_is_environment_not_ready(shop, tmp_path: Path, runbook_cli: list[str]) -> None:
@@ -364,10 +367,7 @@ def test_alembic_single_head_and_at_head(tmp_path: Path, fresh_db: dict, runbook
     (project / "migrations" / "script.py.mako").write_text("")
     for rev, down in (("a1", None), ("b1", "a1"), ("b2", "a1")):
         (project / "migrations" / "versions" / f"{rev}.py").write_text(_revision(rev, down))
-    (project / "runbook.yml").write_text(yaml.safe_dump({
-        "target": "local", "backend": {"workdir": ".", "manage": [sys.executable, "manage.py"]},
-        "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
-                     "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"}}))
+    write_local_config(project, fresh_db, "SHOP_DB_PASSWORD", {"workdir": ".", "manage": [sys.executable, "manage.py"]})
     _sql(fresh_db, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
          "INSERT INTO alembic_version VALUES ('b1')")
     checks = [{"name": "single head", "action": "alembic.single-head"},

@@ -9,22 +9,23 @@ B is recorded only when its tables and columns are proven; a missing column refu
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from diagnosis import database_state, diagnose_then_run_its_line, table_rows
+from diagnosis import assert_second_run_is_a_no_op, diagnose_then_run_its_line, table_rows
 from stack import (
     REPO,
+    add_users,
     clean_stack,
     db_settings,
+    history_rows,
     manage,
+    migrate_fails_with,
+    report_of,
     run_cli,
-    running_stack,
-    service_container,
+    stack_fixture,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,10 +39,7 @@ B = "0003_billing_alter_userprofile_role_payment_and_more"
 FIX = "runbook run fake-conflict --var app=healthcare --yes"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
-        yield directory
+stack = stack_fixture(PROJECT, DB_PORT)
 
 
 @pytest.fixture
@@ -62,10 +60,8 @@ def _server_ran_a(stack: Path, *, keep_a_file: bool) -> None:
     b_text = (_migrations(stack) / f"{B}.py").read_text()
     (_migrations(stack) / f"{B}.py").unlink()
     manage(PROJECT, "migrate", "--noinput")
+    add_users(DB, 30)
     with psycopg.connect(**DB) as conn:
-        conn.execute("INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,"
-                     " is_staff, is_active, date_joined) SELECT '!', false, 'user' || i, '', '', '', false, true,"
-                     " now() FROM generate_series(1, 30) AS i")
         conn.execute("INSERT INTO user_profiles (user_id, role) SELECT id, 'physician-assistant' FROM auth_user")
         conn.execute("INSERT INTO patients (name) SELECT 'patient ' || i FROM generate_series(1, 40) AS i")
         conn.execute("INSERT INTO family_history (patient_id, condition) SELECT id, 'asthma' FROM patients")
@@ -78,79 +74,46 @@ def _server_ran_a(stack: Path, *, keep_a_file: bool) -> None:
     (_migrations(stack) / f"{B}.py").write_text(b_text)
 
 
-def _rows() -> set[tuple[str, str]]:
-    with psycopg.connect(**DB) as conn:
-        return {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
-
-
 def _data() -> dict[str, list]:
     return table_rows(DB)  # every table but django_migrations
 
 
-def _migrate_fails_with(text: bytes) -> None:
-    code, output = service_container(PROJECT, "backend").exec_run(["python", "manage.py", "migrate", "--noinput"],
-                                                                  workdir="/srv/app")
-    assert code != 0 and text in output, output.decode()[-800:]
-
-
-def _report(stack: Path) -> dict:
-    [path] = (stack / ".runbook" / "reports").glob("*-fake-conflict.json")
-    return json.loads(path.read_text())
-
-
-def _snapshots(stack: Path) -> list[Path]:
-    return sorted((stack / ".runbook" / "snapshots").glob("*")) if (stack / ".runbook" / "snapshots").is_dir() else []
-
-
-def _second_run_is_a_clean_no_op(stack: Path, cli: list[str]) -> None:
-    before, snapshots = database_state(DB), _snapshots(stack)
-    for path in (stack / ".runbook").glob("reports/*"):
-        path.unlink()
-    again = run_cli(cli, stack, "run", "fake-conflict", "--yes")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "nothing to do" in again.stdout
-    assert database_state(DB) == before and _snapshots(stack) == snapshots
-    report = _report(stack)
-    assert report["status"] == "done" and not report["snapshot"]
-    assert {s["status"] for s in report["steps"] + report["checks"]} == {"skipped"}
-
-
 def test_old_file_gone_new_one_faked_old_row_pruned(clean: Path, runbook_cli: list[str]) -> None:
     _server_ran_a(clean, keep_a_file=False)
-    rows_before, data_before = _rows(), _data()
+    rows_before, data_before = history_rows(DB), _data()
     assert ("healthcare", A) in rows_before
-    _migrate_fails_with(b'relation "billings" already exists')
+    migrate_fails_with(PROJECT, 'relation "billings" already exists')
 
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "replaced-file", FIX)
     assert f"recorded healthcare.{B}" in proc.stdout
     assert f"deleted the row of healthcare.{A}" in proc.stdout
     assert "prune the row" in proc.stdout
-    assert _rows() == (rows_before - {("healthcare", A)}) | {("healthcare", B)}
+    assert history_rows(DB) == (rows_before - {("healthcare", A)}) | {("healthcare", B)}
     assert _data() == data_before
     manage(PROJECT, "migrate", "--check")
-    report = _report(clean)
+    report = report_of(clean, "fake-conflict")[0]
     assert report["status"] == "done"
     assert report["snapshot"]["id"]
     assert [s["status"] for s in report["steps"]] == ["ok", "skipped", "ok", "ok", "skipped", "skipped", "ok"]
     assert [c["status"] for c in report["checks"]] == ["ok"] * 4
     assert report["variables"] == {"app": "healthcare", "migration": "", "add_missing_columns": False}
-    _second_run_is_a_clean_no_op(clean, runbook_cli)
+    assert_second_run_is_a_no_op(runbook_cli, clean, DB, "fake-conflict")
 
 
 def test_both_files_in_the_code_row_kept_and_leaves_merged(clean: Path, runbook_cli: list[str]) -> None:
     _server_ran_a(clean, keep_a_file=True)
-    rows_before, data_before = _rows(), _data()
-    _migrate_fails_with(b"Conflicting migrations detected")
+    rows_before, data_before = history_rows(DB), _data()
+    migrate_fails_with(PROJECT, "Conflicting migrations detected")
 
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "conflict", FIX)
     assert f"keep the row of healthcare.{A}" in proc.stdout
     merges = [p.stem for p in _migrations(clean).glob("0004_merge_*.py")]
     assert len(merges) == 1, proc.stdout
-    assert _rows() == rows_before | {("healthcare", B), ("healthcare", merges[0])}
+    assert history_rows(DB) == rows_before | {("healthcare", B), ("healthcare", merges[0])}
     assert _data() == data_before
     manage(PROJECT, "migrate", "--check")
-    assert _report(clean)["status"] == "done"
-    _second_run_is_a_clean_no_op(clean, runbook_cli)
+    assert report_of(clean, "fake-conflict")[0]["status"] == "done"
+    assert_second_run_is_a_no_op(runbook_cli, clean, DB, "fake-conflict")
 
 
 def _server_ran_a_without_notes(stack: Path) -> None:
@@ -162,15 +125,15 @@ def _server_ran_a_without_notes(stack: Path) -> None:
 
 def test_missing_column_refuses_and_changes_nothing(clean: Path, runbook_cli: list[str]) -> None:
     _server_ran_a_without_notes(clean)
-    rows_before, data_before = _rows(), _data()
+    rows_before, data_before = history_rows(DB), _data()
 
     proc = run_cli(runbook_cli, clean, "run", "fake-conflict", "--var", "app=healthcare",
                    "--var", "migration=0003_billing_alter", "--yes")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "column billings.notes (field healthcare.Billing.notes) does not exist" in proc.stdout + proc.stderr
-    assert _rows() == rows_before
+    assert history_rows(DB) == rows_before
     assert _data() == data_before
-    report = _report(clean)
+    report = report_of(clean, "fake-conflict")[0]
     assert report["status"] == "failed"
     assert "column billings.notes (field healthcare.Billing.notes) does not exist" in report["error"]
     assert [s["status"] for s in report["steps"]][:3] == ["ok", "skipped", "failed"]
@@ -178,13 +141,13 @@ def test_missing_column_refuses_and_changes_nothing(clean: Path, runbook_cli: li
 
 def test_missing_column_is_added_by_the_line_diagnose_prints(clean: Path, runbook_cli: list[str]) -> None:
     _server_ran_a_without_notes(clean)
-    rows_before, data_before = _rows(), _data()
+    rows_before, data_before = history_rows(DB), _data()
 
     proc = diagnose_then_run_its_line(
         runbook_cli, clean, DB, "replaced-file",
         "runbook run fake-conflict --var app=healthcare --var add_missing_columns=true --yes")
     assert "added column billings.notes as the migration defines it" in proc.stdout
-    assert _rows() == (rows_before - {("healthcare", A)}) | {("healthcare", B)}
+    assert history_rows(DB) == (rows_before - {("healthcare", A)}) | {("healthcare", B)}
     after = _data()
     assert {t: rows for t, rows in after.items() if t != "billings"} == {
         t: rows for t, rows in data_before.items() if t != "billings"}
@@ -200,4 +163,4 @@ def test_missing_column_is_added_by_the_line_diagnose_prints(clean: Path, runboo
 def test_state_without_conflict_is_left_alone(clean: Path, runbook_cli: list[str]) -> None:
     (_migrations(clean) / f"{A}.py").unlink()
     manage(PROJECT, "migrate", "--noinput")
-    _second_run_is_a_clean_no_op(clean, runbook_cli)
+    assert_second_run_is_a_no_op(runbook_cli, clean, DB, "fake-conflict")

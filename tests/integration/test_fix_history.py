@@ -11,13 +11,23 @@ guide), it refuses before changing anything: no automatic repair knows which cus
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from diagnosis import database_state, diagnose_then_run_its_line, table_rows
-from stack import clean_stack, db_settings, manage, run_cli, running_stack, service_container
+from diagnosis import assert_second_run_is_a_no_op, database_state, diagnose_then_run_its_line, table_rows
+from stack import (
+    add_users,
+    clean_stack,
+    db_settings,
+    history_rows,
+    latest_report,
+    manage,
+    migrate_fails_with,
+    run_cli,
+    snapshot_ids,
+    stack_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +44,7 @@ class Migration(migrations.Migration):
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
-        yield directory
+stack = stack_fixture(PROJECT, DB_PORT)
 
 
 @pytest.fixture
@@ -45,63 +52,24 @@ def clean(stack: Path) -> Path:
     return clean_stack(stack, DB)
 
 
-def _rows() -> set[tuple[str, str]]:
-    with psycopg.connect(**DB) as conn:
-        return {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
-
-
-def _migrate_fails_with_inconsistent_history() -> None:
-    code, output = service_container(PROJECT, "backend").exec_run(["python", "manage.py", "migrate", "--noinput"],
-                                                                  workdir="/srv/app")
-    assert code != 0 and b"InconsistentMigrationHistory" in output, output.decode()[-500:]
-
-
-def _reports(stack: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((stack / ".runbook" / "reports").glob("*-fix-history.json"))]
-
-
-def _snapshots(stack: Path) -> list[Path]:
-    return sorted((stack / ".runbook" / "snapshots").glob("*")) if (stack / ".runbook" / "snapshots").is_dir() else []
-
-
-def _add_users(count: int) -> None:
-    with psycopg.connect(**DB) as conn:
-        conn.execute(
-            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff,"
-            " is_active, date_joined) SELECT '!', false, 'user' || i, '', '', '', false, true, now()"
-            " FROM generate_series(1, %(n)s) AS i", {"n": count})
-
-
-def _second_run_is_a_clean_no_op(stack: Path, cli: list[str]) -> None:
-    before, snapshots = database_state(DB), _snapshots(stack)
-    again = run_cli(cli, stack, "run", "fix-history", "--yes")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "nothing to do" in again.stdout
-    assert database_state(DB) == before
-    assert _snapshots(stack) == snapshots  # no snapshot when nothing runs
-    report = _reports(stack)[-1]
-    assert report["status"] == "done" and not report["snapshot"]
-    assert {s["status"] for s in report["steps"] + report["checks"]} == {"skipped"}
-
-
 def test_dependency_tables_exist_only_the_row_is_missing(clean: Path, runbook_cli: list[str]) -> None:
     manage(PROJECT, "migrate", "--noinput")
     manage(PROJECT, "seed", "--rows", "500")
-    _add_users(50)
-    rows_before, data_before = _rows(), table_rows(DB)
+    add_users(DB, 50)
+    rows_before, data_before = history_rows(DB), table_rows(DB)
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app = 'customer'")
-    _migrate_fails_with_inconsistent_history()
+    migrate_fails_with(PROJECT, "InconsistentMigrationHistory")
 
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX)
     assert "record customer.0001_initial" in proc.stdout
-    assert _rows() == rows_before
+    assert history_rows(DB) == rows_before
     assert table_rows(DB) == data_before
     manage(PROJECT, "migrate", "--check")
-    report = _reports(clean)[-1]
+    report = latest_report(clean, "fix-history")[0]
     assert report["status"] == "done"
     assert report["steps"][2]["status"] == "skipped"  # nothing had to be applied for real
-    _second_run_is_a_clean_no_op(clean, runbook_cli)
+    assert_second_run_is_a_no_op(runbook_cli, clean, DB, "fix-history")
 
 
 def _guides_world(contacts: int) -> None:
@@ -110,7 +78,7 @@ def _guides_world(contacts: int) -> None:
         manage(PROJECT, "migrate", app, "--noinput")
     manage(PROJECT, "migrate", "catalog", "0002", "--noinput")
     manage(PROJECT, "migrate", "customer_contact", "0001", "--noinput")
-    _add_users(50)
+    add_users(DB, 50)
     with psycopg.connect(**DB) as conn:
         conn.execute("INSERT INTO catalog_category (name) SELECT 'c' || i FROM generate_series(1, 20) AS i")
         conn.execute("INSERT INTO customer_contact_customercontact (customer_id, phone, note)"
@@ -122,12 +90,12 @@ def _guides_world(contacts: int) -> None:
 
 def test_dependency_never_ran_with_contacts_refuses_before_any_change(clean: Path, runbook_cli: list[str]) -> None:
     _guides_world(contacts=30)
-    _migrate_fails_with_inconsistent_history()
+    migrate_fails_with(PROJECT, "InconsistentMigrationHistory")
 
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX, refused=True)
     assert ("customer_contact.0002_alter_customercontact_customer must run again to point "
             "customer_contact_customercontact.customer_id at customer_customer.id, but 30 rows") in proc.stdout
-    report = _reports(clean)[-1]
+    report = latest_report(clean, "fix-history")[0]
     assert report["status"] == "refused" and report["exit_code"] == 2
     assert [s["status"] for s in report["steps"]] == ["failed"] + ["not-run"] * 6
 
@@ -147,7 +115,7 @@ def test_dependency_never_ran_is_applied_and_proven_dependants_recorded_again(
         conn.execute("INSERT INTO django_migrations (app, name, applied)"
                      " VALUES ('catalog', '0003_product_barcode', now())")
     data_before = table_rows(DB)
-    _migrate_fails_with_inconsistent_history()
+    migrate_fails_with(PROJECT, "InconsistentMigrationHistory")
 
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX)
     assert "apply customer.0001_initial for real" in proc.stdout
@@ -158,7 +126,7 @@ def test_dependency_never_ran_is_applied_and_proven_dependants_recorded_again(
             "SELECT confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
             " AND conrelid = 'customer_contact_customercontact'::regclass").fetchone()[0]
     assert target == "customer_customer"  # 0002 really ran: the foreign key moved to customer
-    assert {("customer", "0001_initial"), ("catalog", "0003_product_barcode")} <= _rows()
+    assert {("customer", "0001_initial"), ("catalog", "0003_product_barcode")} <= history_rows(DB)
     after = table_rows(DB)
     # Applying customer.0001 for real adds its content type and permissions (Django's post_migrate); every
     # other table holds exactly the rows it had.
@@ -168,32 +136,32 @@ def test_dependency_never_ran_is_applied_and_proven_dependants_recorded_again(
     assert all(set(data_before[t]) <= set(after[t]) for t in grown)
     assert after["customer_customer"] == []
     manage(PROJECT, "migrate", "--check")
-    report = _reports(clean)[-1]
+    report = latest_report(clean, "fix-history")[0]
     assert report["status"] == "done"
     assert all(check["status"] == "ok" for check in report["checks"])
-    _second_run_is_a_clean_no_op(clean, runbook_cli)
+    assert_second_run_is_a_no_op(runbook_cli, clean, DB, "fix-history")
 
 
 def test_consistent_history_is_left_alone(clean: Path, runbook_cli: list[str]) -> None:
     manage(PROJECT, "migrate", "--noinput")
     healthy = run_cli(runbook_cli, clean, "diagnose", "--json")
     assert healthy.returncode == 0 and json.loads(healthy.stdout)["findings"] == []
-    _second_run_is_a_clean_no_op(clean, runbook_cli)
+    assert_second_run_is_a_no_op(runbook_cli, clean, DB, "fix-history")
 
 
 def test_another_problem_is_refused_with_the_line_that_fits(clean: Path, runbook_cli: list[str]) -> None:
     manage(PROJECT, "migrate", "--noinput")
     with psycopg.connect(**DB) as conn:
         conn.execute("DELETE FROM django_migrations WHERE app = 'customer_contact'")
-    before, snapshots = database_state(DB), _snapshots(clean)
+    before, snapshots = database_state(DB), snapshot_ids(clean)
     proc = run_cli(runbook_cli, clean, "run", "fix-history", "--yes")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
     assert "fix-history does not fit this state: safe-to-fake" in error
     assert error.endswith("run instead: runbook run fake-initial --yes")
     assert database_state(DB) == before
-    assert _snapshots(clean) == snapshots  # refused before the snapshot
-    assert _reports(clean)[-1]["status"] == "refused"
+    assert snapshot_ids(clean) == snapshots  # refused before the snapshot
+    assert latest_report(clean, "fix-history")[0]["status"] == "refused"
 
 
 def test_recorded_migration_that_never_ran_is_run_again(clean: Path, runbook_cli: list[str]) -> None:
@@ -202,14 +170,14 @@ def test_recorded_migration_that_never_ran_is_run_again(clean: Path, runbook_cli
     manage(PROJECT, "seed", "--rows", "100")
     with psycopg.connect(**DB) as conn:
         conn.execute("ALTER TABLE catalog_product DROP COLUMN description")
-    rows_before, data_before = _rows(), table_rows(DB)
+    rows_before, data_before = history_rows(DB), table_rows(DB)
 
     # Put back from Django's migration state after the recorded migrations, not by running 0002 again: in
     # a real history a later migration may have altered the column since.
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "schema-lost",
                                       "runbook run restore-schema --var apps=catalog --yes")
     assert "restored column catalog_product.description" in proc.stdout
-    assert _rows() == rows_before
+    assert history_rows(DB) == rows_before
     after = table_rows(DB)
     assert {t: r for t, r in after.items() if t != "catalog_product"} == {
         t: r for t, r in data_before.items() if t != "catalog_product"}
@@ -228,14 +196,14 @@ def test_fix_history_ends_like_the_guide_with_every_migration_applied(clean: Pat
         conn.execute("DELETE FROM django_migrations WHERE app = 'sessions'")
         conn.execute("ALTER TABLE catalog_product DROP COLUMN description")
         conn.execute("DELETE FROM django_migrations WHERE app = 'catalog' AND name = '0002_product_description'")
-    _migrate_fails_with_inconsistent_history()
+    migrate_fails_with(PROJECT, "InconsistentMigrationHistory")
 
     proc = diagnose_then_run_its_line(runbook_cli, clean, DB, "inconsistent-history", FIX)
     assert "apply customer.0001_initial for real" in proc.stdout
     assert {("sessions", "0001_initial"), ("catalog", "0002_product_description"),
-            ("customer", "0001_initial")} <= _rows()
+            ("customer", "0001_initial")} <= history_rows(DB)
     manage(PROJECT, "migrate", "--check")
-    report = _reports(clean)[-1]
+    report = latest_report(clean, "fix-history")[0]
     assert report["status"] == "done" and all(check["status"] == "ok" for check in report["checks"])
 
 
@@ -245,12 +213,12 @@ def test_squash_whose_originals_are_recorded_gets_its_own_row(clean: Path, runbo
     # A squash added after the originals ran: Django counts it applied, but its own row is missing.
     manage(PROJECT, "squashmigrations", "catalog", "0002", "--noinput")
     [squash] = [p.stem for p in (clean / "app" / "catalog" / "migrations").glob("0001_squashed_*.py")]
-    rows_before, data_before = _rows(), table_rows(DB)
+    rows_before, data_before = history_rows(DB), table_rows(DB)
     assert ("catalog", squash) not in rows_before
 
     diagnose_then_run_its_line(runbook_cli, clean, DB, "squash-unrecorded",
                                f"runbook run fake-migrations --var migrations=catalog.{squash} --yes")
-    assert _rows() == rows_before | {("catalog", squash)}
+    assert history_rows(DB) == rows_before | {("catalog", squash)}
     assert table_rows(DB) == data_before
 
 

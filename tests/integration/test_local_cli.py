@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from stack import run_local, write_local_config
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,7 @@ def _project(root: Path, db: dict, playbook: str = QUICK) -> Path:
     project = root / "project"
     project.mkdir()
     (project / "quick.yml").write_text(playbook)
-    (project / "runbook.yml").write_text(yaml.safe_dump({
-        "target": "local",
-        "database": {"host": db["host"], "port": db["port"], "user": db["user"], "name": db["dbname"],
-                     "password_env": "CLI_TEST_DB_PASSWORD"},
-    }))
+    write_local_config(project, db, "CLI_TEST_DB_PASSWORD")
     return project
 
 
@@ -45,8 +41,7 @@ def _env(db: dict, **extra: str) -> dict[str, str]:
 
 
 def _run(cli: list[str], project: Path, db: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*cli, *args], cwd=project, env=_env(db, NO_COLOR="1"), capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+    return run_local(cli, project, db, *args, password_env="CLI_TEST_DB_PASSWORD", timeout=120)
 
 
 def test_report_copy_is_private_and_a_failed_copy_is_one_line_exit_2(tmp_path, fresh_db, runbook_cli):

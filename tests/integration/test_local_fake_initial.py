@@ -8,82 +8,38 @@ and leave a report a person can read.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
+from stack import django_backend, local_manage, run_local, shop_state, write_local_config
 
 pytestmark = pytest.mark.integration
 
-DATA_TABLES = ["customer_customer", "customer_contact_customercontact", "catalog_category", "catalog_product"]
-
-
-def _env(db: dict) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DB_HOST": db["host"], "DB_PORT": str(db["port"]), "DB_NAME": db["dbname"],
-        "DB_USER": db["user"], "DB_PASSWORD": db["password"], "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
-def _manage(project: Path, db: dict, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=_env(db),
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
 
 def _write_config(project: Path, db: dict) -> None:
-    config = {
-        "target": "local",
-        "backend": {
-            "workdir": ".",
-            "manage": [sys.executable, "manage.py"],
-            "env": {k: v for k, v in _env(db).items() if k.startswith("DB_") or k == "PYTHONDONTWRITEBYTECODE"},
-        },
-        "database": {"host": db["host"], "port": db["port"], "user": db["user"], "name": db["dbname"],
-                     "password_env": "SHOP_DB_PASSWORD"},
-    }
-    (project / "runbook.yml").write_text(yaml.safe_dump(config))
-
-
-def _snapshot_state(db: dict) -> tuple[set[tuple[str, str]], dict[str, list]]:
-    with psycopg.connect(**db) as conn:
-        rows = {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
-        data = {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in DATA_TABLES}
-    return rows, data
-
-
-def _runbook(cli: list[str], project: Path, db: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1"}
-    return subprocess.run([*cli, *args], cwd=project, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, **kwargs)
+    write_local_config(project, db, "SHOP_DB_PASSWORD", django_backend(db))
 
 
 def test_fake_initial_restores_deleted_history_rows(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
-    _manage(shop_project, fresh_db, "migrate", "--noinput")
-    _manage(shop_project, fresh_db, "seed", "--rows", "40")
+    local_manage(shop_project, fresh_db, "migrate", "--noinput")
+    local_manage(shop_project, fresh_db, "seed", "--rows", "40")
     _write_config(shop_project, fresh_db)
-    rows_before, data_before = _snapshot_state(fresh_db)
+    rows_before, data_before = shop_state(fresh_db)
 
     with psycopg.connect(**fresh_db) as conn:
         deleted = conn.execute(
             "DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact') RETURNING app, name"
         ).fetchall()
     assert len(deleted) == 3
-    broken = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=shop_project,
-                            env=_env(fresh_db), capture_output=True, text=True)
+    broken = local_manage(shop_project, fresh_db, "migrate", "--noinput", check=False)
     assert broken.returncode != 0 and "already exists" in broken.stderr
 
-    proc = _runbook(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
+    proc = run_local(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
-    rows_after, data_after = _snapshot_state(fresh_db)
+    rows_after, data_after = shop_state(fresh_db)
     assert rows_after == rows_before
     assert data_after == data_before
     assert len(data_after["customer_customer"]) == 40
@@ -113,10 +69,10 @@ def test_fake_initial_restores_deleted_history_rows(shop_project: Path, fresh_db
 
 
 def _prepared(project: Path, db: dict) -> tuple[set, dict]:
-    _manage(project, db, "migrate", "--noinput")
-    _manage(project, db, "seed", "--rows", "40")
+    local_manage(project, db, "migrate", "--noinput")
+    local_manage(project, db, "seed", "--rows", "40")
     _write_config(project, db)
-    return _snapshot_state(db)
+    return shop_state(db)
 
 
 def test_fake_initial_repairs_a_restored_dump_without_any_history_row(shop_project: Path, fresh_db: dict,
@@ -126,15 +82,14 @@ def test_fake_initial_repairs_a_restored_dump_without_any_history_row(shop_proje
     with psycopg.connect(**fresh_db) as conn:
         conn.execute("DELETE FROM django_migrations")
     # The guides' command walks into the trap: contenttypes.0002 runs for real and fails part way.
-    trap = subprocess.run([sys.executable, "manage.py", "migrate", "--fake-initial", "--noinput"], cwd=shop_project,
-                          env=_env(fresh_db), capture_output=True, text=True)
+    trap = local_manage(shop_project, fresh_db, "migrate", "--fake-initial", "--noinput", check=False)
     assert trap.returncode != 0 and 'column "name" of relation "django_content_type" does not exist' in trap.stderr
     with psycopg.connect(**fresh_db) as conn:
         conn.execute("DELETE FROM django_migrations")
 
-    proc = _runbook(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
+    proc = run_local(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows_after, data_after = _snapshot_state(fresh_db)
+    rows_after, data_after = shop_state(fresh_db)
     assert rows_after == rows_before  # every pre-existing row is back, nothing more
     assert data_after == data_before
     [twin] = (shop_project / ".runbook" / "reports").glob("*-fake-initial.json")
@@ -146,8 +101,7 @@ def test_fake_initial_repairs_a_restored_dump_without_any_history_row(shop_proje
     assert "contenttypes.0002_remove_content_type_name: record: its tables, columns and keys exist (not initial" in plan
     # A data migration leaves no trace in the schema; it counts as run because a proven migration depends on it.
     assert "auth.0011_update_proxy_permissions: record: it only runs code, and a migration that depends on it" in plan
-    check = subprocess.run([sys.executable, "manage.py", "migrate", "--check", "--noinput"], cwd=shop_project,
-                           env=_env(fresh_db), capture_output=True, text=True)
+    check = local_manage(shop_project, fresh_db, "migrate", "--check", "--noinput", check=False)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -161,7 +115,7 @@ def test_fake_initial_refuses_a_table_missing_a_column(shop_project: Path, fresh
         rows = {tuple(r) for r in conn.execute("SELECT app, name FROM django_migrations")}
         customers = conn.execute("SELECT * FROM customer_customer ORDER BY id").fetchall()
 
-    proc = _runbook(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
+    proc = run_local(runbook_cli, shop_project, fresh_db, "run", "fake-initial", "--yes")
     # The fit check, from the same proof as diagnose, refuses before the snapshot with the line that fits.
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert ("fake-initial does not fit this state: partly-applied: customer.0001_initial is only partly in the "
@@ -179,7 +133,7 @@ def test_fake_initial_refuses_a_table_missing_a_column(shop_project: Path, fresh
 def test_fake_initial_with_wrong_password_exits_4(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
     _write_config(shop_project, fresh_db)
     wrong = dict(fresh_db, password="wrong-password")
-    proc = _runbook(runbook_cli, shop_project, wrong, "run", "fake-initial", "--yes")
+    proc = run_local(runbook_cli, shop_project, wrong, "run", "fake-initial", "--yes")
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "wrong or missing database password" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 from psycopg import sql
+from stack import django_backend, local_manage, run_local, write_local_config
 
 pytestmark = pytest.mark.integration
-
-
-def _env(db: dict) -> dict[str, str]:
-    return {**os.environ, "DB_HOST": db["host"], "DB_PORT": str(db["port"]), "DB_NAME": db["dbname"],
-            "DB_USER": db["user"], "DB_PASSWORD": db["password"], "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _manage(project: Path, db: dict, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=_env(db),
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-
-
-def _runbook(cli: list[str], project: Path, db: dict, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SHOP_DB_PASSWORD": db["password"], "NO_COLOR": "1"}
-    return subprocess.run([*cli, *args], cwd=project, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=600)
 
 
 def _state(db: dict) -> dict[str, object]:
@@ -52,20 +33,15 @@ def _files(project: Path) -> dict[str, str]:
 
 
 def test_local_snapshot_and_restore(shop_project: Path, fresh_db: dict, runbook_cli: list[str]) -> None:
-    _manage(shop_project, fresh_db, "migrate", "--noinput")
-    _manage(shop_project, fresh_db, "seed", "--rows", "500")
+    local_manage(shop_project, fresh_db, "migrate", "--noinput")
+    local_manage(shop_project, fresh_db, "seed", "--rows", "500")
     with psycopg.connect(**fresh_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE local_extra AS SELECT i AS id, md5(i::text) AS v FROM generate_series(1, 4000) i")
-    config = {
-        "target": "local",
-        "backend": {"workdir": ".", "manage": [sys.executable, "manage.py"]},
-        "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
-                     "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"},
-    }
-    (shop_project / "runbook.yml").write_text(yaml.safe_dump(config))
+    write_local_config(shop_project, fresh_db, "SHOP_DB_PASSWORD",
+                       {"workdir": ".", "manage": [sys.executable, "manage.py"]})
     state, files = _state(fresh_db), _files(shop_project)
 
-    proc = _runbook(runbook_cli, shop_project, fresh_db, "snapshot")
+    proc = run_local(runbook_cli, shop_project, fresh_db, "snapshot")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [snapshot_id] = [p.name for p in (shop_project / ".runbook" / "snapshots").iterdir()]
     manifest = json.loads((shop_project / ".runbook" / "snapshots" / snapshot_id / "manifest.json").read_text())
@@ -80,7 +56,7 @@ def test_local_snapshot_and_restore(shop_project: Path, fresh_db: dict, runbook_
         conn.execute("CREATE TABLE local_after (id int)")
     (shop_project / "catalog" / "migrations" / "0003_after.py").write_text("# after\n")
 
-    proc = _runbook(runbook_cli, shop_project, fresh_db, "restore", snapshot_id, "--yes")
+    proc = run_local(runbook_cli, shop_project, fresh_db, "restore", snapshot_id, "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"the data is back as of snapshot {snapshot_id}" in proc.stdout
     assert _state(fresh_db) == state
@@ -95,23 +71,15 @@ def test_relative_backend_workdir_on_the_local_target(tmp_path: Path, shop_proje
     project.mkdir()
     app = project / "app"
     shop_project.rename(app)
-    _manage(app, fresh_db, "migrate", "--noinput")
-    _manage(app, fresh_db, "seed", "--rows", "20")
-    config = {
-        "target": "local",
-        "backend": {"workdir": "app", "manage": [sys.executable, "manage.py"],
-                    "env": {k: v for k, v in _env(fresh_db).items()
-                            if k.startswith("DB_") or k == "PYTHONDONTWRITEBYTECODE"}},
-        "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
-                     "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"},
-    }
-    (project / "runbook.yml").write_text(yaml.safe_dump(config))
+    local_manage(app, fresh_db, "migrate", "--noinput")
+    local_manage(app, fresh_db, "seed", "--rows", "20")
+    write_local_config(project, fresh_db, "SHOP_DB_PASSWORD", django_backend(fresh_db, workdir="app"))
     with psycopg.connect(**fresh_db) as conn:
         deleted = conn.execute("DELETE FROM django_migrations WHERE app IN ('customer', 'customer_contact') "
                                "RETURNING name").fetchall()
     assert len(deleted) == 3
 
-    proc = _runbook(runbook_cli, project, fresh_db, "run", "fake-initial", "--yes")
+    proc = run_local(runbook_cli, project, fresh_db, "run", "fake-initial", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "app/app" not in proc.stdout + proc.stderr
     with psycopg.connect(**fresh_db) as conn:

@@ -9,20 +9,29 @@ migration files byte-identical, drop its copy, and delete its copy of the files.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 from psycopg import sql
-from stack import clean_stack, db_settings, manage, run_cli, running_stack, service_container
+from stack import (
+    add_users,
+    clean_stack,
+    db_settings,
+    django_backend,
+    local_manage,
+    manage,
+    report_of,
+    run_cli,
+    service_container,
+    sleepers,
+    stack_fixture,
+    start_cli,
+    write_local_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +85,7 @@ steps:
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
-        yield directory
+stack = stack_fixture(PROJECT, DB_PORT)
 
 
 @pytest.fixture
@@ -92,11 +98,8 @@ def _break_history() -> None:
     for app in ("contenttypes", "auth", "admin", "sessions", "catalog"):
         manage(PROJECT, "migrate", app, "--noinput")
     manage(PROJECT, "migrate", "customer_contact", "0001", "--noinput")
+    add_users(DB, 30)
     with psycopg.connect(**DB) as conn:
-        conn.execute(
-            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff,"
-            " is_active, date_joined) SELECT '!', false, 'user' || i, '', '', '', false, true, now()"
-            " FROM generate_series(1, 30) AS i")
         conn.execute("INSERT INTO catalog_category (name) SELECT 'c' || i FROM generate_series(1, 20) AS i")
         conn.execute("INSERT INTO django_migrations (app, name, applied)"
                      " VALUES ('customer_contact', '0002_alter_customercontact_customer', now())")
@@ -126,11 +129,6 @@ def _leftover_copies() -> str:
     return output.decode().strip()
 
 
-def _report(stack: Path, playbook: str) -> tuple[dict, str]:
-    [path] = (stack / ".runbook" / "reports").glob(f"*-{playbook}.json")
-    return json.loads(path.read_text()), path.with_suffix(".md").read_text()
-
-
 def _assert_untouched(stack: Path, before: dict) -> None:
     after = _real_state(stack)
     assert after["history"] == before["history"]
@@ -152,7 +150,7 @@ def test_rehearsal_of_fix_history_repairs_the_copy_and_leaves_everything_real(cl
     assert proc.stdout.rstrip().endswith("runbook run fix-history --yes")
     _assert_untouched(clean, before)
 
-    report, markdown = _report(clean, "fix-history")
+    report, markdown = report_of(clean, "fix-history")
     assert report["rehearsal"] is True
     assert report["status"] == "done" and report["exit_code"] == 0
     copy = report["rehearsed_on"]["database"]
@@ -190,7 +188,7 @@ def test_rehearsal_whose_verify_fails_exits_3_and_leaves_everything_real(clean: 
     assert proc.returncode == 3, out
     assert "the real run:" not in proc.stdout
     _assert_untouched(clean, before)
-    report, markdown = _report(clean, "break-then-check")
+    report, markdown = report_of(clean, "break-then-check")
     assert report["rehearsal"] is True and report["status"] == "verify-failed"
     assert [s["status"] for s in report["steps"]] == ["ok", "ok", "ok", "ok"]
     assert "TRUNCATE TABLE" in report["steps"][3]["stdout"]  # it ran, on the copy
@@ -201,13 +199,8 @@ def test_rehearsal_whose_verify_fails_exits_3_and_leaves_everything_real(clean: 
     proc = run_cli(runbook_cli, clean, "run", "fail.yml", "--rehearse")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     _assert_untouched(clean, before)
-    report, _ = _report(clean, "break-then-fail")
+    report, _ = report_of(clean, "break-then-fail")
     assert report["rehearsal"] is True and [s["status"] for s in report["steps"]] == ["ok", "ok", "failed"]
-
-
-def _sleepers() -> int:
-    _, output = service_container(PROJECT, "backend").exec_run(["pgrep", "-c", "-f", "^sleep 120$"])
-    return int(output.decode().strip() or 0)
 
 
 def test_ctrl_c_during_a_rehearsal_drops_the_copy_and_deletes_the_files(clean: Path,
@@ -215,13 +208,10 @@ def test_ctrl_c_during_a_rehearsal_drops_the_copy_and_deletes_the_files(clean: P
     manage(PROJECT, "migrate", "--noinput")
     (clean / "long.yml").write_text(LONG_STEP)
     before = _real_state(clean)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    proc = subprocess.Popen([*runbook_cli, "run", "long.yml", "--rehearse"], cwd=clean, text=True,
-                            env={**env, "NO_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    proc = start_cli(runbook_cli, clean, "run", "long.yml", "--rehearse")
     try:
         deadline = time.monotonic() + 120
-        while _sleepers() < 1:
+        while sleepers(PROJECT, "sleep 120") < 1:
             assert time.monotonic() < deadline, "the long step never started in the container"
             time.sleep(0.2)
         assert len(_rehearsal_databases()) == 1 and _leftover_copies()
@@ -233,8 +223,8 @@ def test_ctrl_c_during_a_rehearsal_drops_the_copy_and_deletes_the_files(clean: P
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err
     _assert_untouched(clean, before)
-    assert _sleepers() == 0
-    report, _ = _report(clean, "long")
+    assert sleepers(PROJECT, "sleep 120") == 0
+    report, _ = report_of(clean, "long")
     assert report["status"] == "interrupted" and report["rehearsal"] is True
     assert report["rehearsed_on"]["database"].endswith(", dropped")
 
@@ -289,17 +279,6 @@ def test_rehearse_refuses_dry_run_and_a_backend_it_cannot_point_at_a_copy(clean:
 
 # --- the local target: the same rehearsal with a host temporary directory, no Docker -------------------------
 
-def _local_env(db: dict) -> dict[str, str]:
-    return {"DB_HOST": db["host"], "DB_PORT": str(db["port"]), "DB_NAME": db["dbname"], "DB_USER": db["user"],
-            "DB_PASSWORD": db["password"], "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _local_manage(project: Path, db: dict, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env={**os.environ, **_local_env(db)},
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-
-
 def _local_state(project: Path, db: dict) -> dict:
     with psycopg.connect(**db) as conn:
         tables = [r[0] for r in conn.execute(
@@ -313,14 +292,10 @@ def _local_state(project: Path, db: dict) -> dict:
 
 def test_local_rehearsal_runs_on_a_copy_in_a_host_temporary_directory(shop_project: Path, fresh_db: dict,
                                                                       runbook_cli: list[str]) -> None:
-    config = {"target": "local",
-              "backend": {"workdir": ".", "manage": [sys.executable, "manage.py"], "env": _local_env(fresh_db)},
-              "database": {"host": fresh_db["host"], "port": fresh_db["port"], "user": fresh_db["user"],
-                           "name": fresh_db["dbname"], "password_env": "SHOP_DB_PASSWORD"}}
-    (shop_project / "runbook.yml").write_text(yaml.safe_dump(config))
+    write_local_config(shop_project, fresh_db, "SHOP_DB_PASSWORD", django_backend(fresh_db))
     for app in ("contenttypes", "auth", "admin", "sessions", "catalog"):
-        _local_manage(shop_project, fresh_db, "migrate", app, "--noinput")
-    _local_manage(shop_project, fresh_db, "migrate", "customer_contact", "0001", "--noinput")
+        local_manage(shop_project, fresh_db, "migrate", app, "--noinput")
+    local_manage(shop_project, fresh_db, "migrate", "customer_contact", "0001", "--noinput")
     with psycopg.connect(**fresh_db) as conn:
         conn.execute("INSERT INTO catalog_category (name) SELECT 'c' || i FROM generate_series(1, 20) AS i")
         conn.execute("INSERT INTO django_migrations (app, name, applied)"

@@ -23,10 +23,15 @@ import pytest
 import yaml
 from stack import (
     REPO,
-    compose_command,
+    compose_up,
     db_settings,
-    empty_database,
+    latest_report,
+    make_template,
+    manage,
+    migrate_fails_with,
     require_docker,
+    reset_app,
+    reset_from_template,
     run_cli,
     service_container,
     wait_for_stack,
@@ -107,18 +112,6 @@ def wheels(tmp_path_factory) -> Path:
     return directory
 
 
-def _reset_app(directory: Path) -> None:
-    """Put the CRM project back in directory/app, in place: a running backend has it bind-mounted."""
-    app = directory / "app"
-    app.mkdir(exist_ok=True)
-    for child in app.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    shutil.copytree(CRM, app, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-
-
 @contextlib.contextmanager
 def _crm_stack(directory: Path, wheels: Path) -> Iterator[Path]:
     require_docker()
@@ -129,51 +122,37 @@ def _crm_stack(directory: Path, wheels: Path) -> Iterator[Path]:
     spec["services"]["backend"]["volumes"] = ["./app:/srv/app", "./wheels:/srv/wheels:ro"]
     (directory / "docker-compose.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     shutil.copytree(wheels, directory / "wheels", dirs_exist_ok=True)
-    _reset_app(directory)
-    compose = compose_command()
-    up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True, timeout=300)
-    if up.returncode != 0:
-        pytest.fail(f"docker-compose up failed:\n{up.stderr}")
-    try:
+    reset_app(directory, CRM)
+    with compose_up(directory):
         wait_for_stack(directory, DB)
         code, output = service_container(PROJECT, "backend").exec_run(
             ["sh", "-c", "/opt/venv/bin/pip install -q --no-index --no-deps /srv/wheels/*.whl"])
         assert code == 0, output.decode()
         yield directory
-    finally:
-        subprocess.run([*compose, "down", "-v"], cwd=directory, capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, wheels: Path) -> Iterator[Path]:
+    """The stack, every migration applied and rows in every table once, kept as a template for `clean`."""
     with _crm_stack(tmp_path_factory.mktemp("stacks") / PROJECT, wheels) as directory:
+        manage(PROJECT, "migrate", "--noinput")
+        manage(PROJECT, "shell", "-c", SEED)
+        make_template(DB)
         yield directory
 
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
-    """An empty database, the original project files, then every migration applied and rows in every table."""
-    empty_database(DB)
-    _reset_app(stack)
+    """The original project files, and a copy of the database with every migration applied and rows in every
+    table."""
+    reset_from_template(DB)
+    reset_app(stack, CRM)
     for path in (stack / ".runbook").glob("reports/*"):
         path.unlink()
-    _manage("migrate", "--noinput")
-    _manage("shell", "-c", SEED)
     return stack
 
 
 # ---- helpers ----
-
-def _exec(*args: str) -> tuple[int, str]:
-    code, output = service_container(PROJECT, "backend").exec_run(["python", "manage.py", *args], workdir="/srv/app")
-    return code, output.decode()
-
-
-def _manage(*args: str) -> str:
-    code, output = _exec(*args)
-    assert code == 0, output
-    return output
-
 
 def _history() -> dict[str, set[tuple]]:
     with psycopg.connect(**DB) as conn:
@@ -196,15 +175,10 @@ def _files(stack: Path, app: str) -> list[str]:
     return sorted(p.name for p in (stack / "app" / app / "migrations").glob("*.py"))
 
 
-def _report(stack: Path, playbook: str) -> tuple[dict, str]:
-    paths = sorted((stack / ".runbook" / "reports").glob(f"*-{playbook}.json"))
-    return json.loads(paths[-1].read_text()), paths[-1].with_suffix(".md").read_text()
-
-
 def _migrate_runs_clean() -> None:
-    output = _manage("migrate", "--noinput")
+    output = manage(PROJECT, "migrate", "--noinput")
     assert "No migrations to apply." in output, output
-    _manage("makemigrations", "--check", "--dry-run")
+    manage(PROJECT, "makemigrations", "--check", "--dry-run")
 
 
 def _break_files_and_history(stack: Path) -> None:
@@ -223,8 +197,7 @@ def _break_files_and_history(stack: Path) -> None:
 def test_reset_all_regenerates_local_apps_only(clean: Path, runbook_cli: list[str]) -> None:
     data_before, history_before = _data(), _history()
     _break_files_and_history(clean)
-    code, output = _exec("migrate", "--noinput")
-    assert code != 0 and "InconsistentMigrationHistory" in output, output[-500:]
+    migrate_fails_with(PROJECT, "InconsistentMigrationHistory")
 
     proc = run_cli(runbook_cli, clean, "run", "reset-all-migrations", "--yes",
                    "--var", "superuser_username=admin", "--var", "superuser_email=admin@example.org",
@@ -259,11 +232,11 @@ def test_reset_all_regenerates_local_apps_only(clean: Path, runbook_cli: list[st
            {t: rows for t, rows in data_before.items() if t != "auth_user"}
     assert set(data_before["auth_user"]) < set(data["auth_user"])
     assert len(data["auth_user"]) == len(data_before["auth_user"]) + 1
-    check = _manage("shell", "-c", "from django.contrib.auth import authenticate; "
-                                   f"u = authenticate(username='admin', password='{PASSWORD}'); "
-                                   "print('LOGIN', bool(u and u.is_superuser))")
+    check = manage(PROJECT, "shell", "-c", "from django.contrib.auth import authenticate; "
+                                           f"u = authenticate(username='admin', password='{PASSWORD}'); "
+                                           "print('LOGIN', bool(u and u.is_superuser))")
     assert "LOGIN True" in check
-    report, markdown = _report(clean, "reset-all-migrations")
+    report, markdown = latest_report(clean, "reset-all-migrations")
     assert report["status"] == "done" and all(c["status"] == "ok" for c in report["checks"])
     # Every deleted and regenerated file is in the report as a diff, not only listed.
     changes = {f["path"]: f for f in report["files"]}
@@ -291,7 +264,7 @@ def test_reset_all_regenerates_local_apps_only(clean: Path, runbook_cli: list[st
     assert _history() == rows_before
     assert {app: {n: (clean / "app" / app / "migrations" / n).read_bytes() for n in _files(clean, app)}
             for app in LOCAL_APPS} == files_before
-    steps = _report(clean, "reset-all-migrations")[0]["steps"]
+    steps = latest_report(clean, "reset-all-migrations")[0]["steps"]
     assert [s["status"] for s in steps] == ["ok"] + ["skipped"] * 5
 
 
@@ -346,7 +319,7 @@ def test_squash_reset_replaces_the_tenants_chain(clean: Path, runbook_cli: list[
     assert {app: rows for app, rows in history.items() if app != "tenants"} == \
            {app: rows for app, rows in history_before.items() if app != "tenants"}
     assert _data() == data_before
-    report, markdown = _report(clean, "squash-reset")
+    report, markdown = latest_report(clean, "squash-reset")
     assert report["status"] == "done" and all(c["status"] == "ok" for c in report["checks"])
     # The report holds every file change as a diff: 15 deleted, one created, three dependants edited.
     changes = {f["path"]: f["change"] for f in report["files"]}

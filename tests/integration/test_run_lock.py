@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
+from stack import run_local, start_cli, write_local_config
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +30,16 @@ def _project(root: Path, db: dict, name: str) -> Path:
     project = root / name
     project.mkdir()
     (project / "slow.yml").write_text(SLOW_PLAYBOOK)
-    (project / "runbook.yml").write_text(yaml.safe_dump({
-        "target": "local",
-        "database": {"host": db["host"], "port": db["port"], "user": db["user"], "name": db["dbname"],
-                     "password_env": "LOCK_TEST_DB_PASSWORD"},
-    }))
+    write_local_config(project, db, "LOCK_TEST_DB_PASSWORD")
     return project
 
 
 def _start(cli: list[str], project: Path, db: dict) -> subprocess.Popen:
-    env = {**os.environ, "LOCK_TEST_DB_PASSWORD": db["password"], "NO_COLOR": "1"}
-    return subprocess.Popen([*cli, "run", "slow.yml", "--yes"], cwd=project, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return start_cli(cli, project, "run", "slow.yml", "--yes", env={"LOCK_TEST_DB_PASSWORD": str(db["password"])})
+
+
+def _run(cli: list[str], project: Path, db: dict) -> subprocess.CompletedProcess:
+    return run_local(cli, project, db, "run", "slow.yml", "--yes", password_env="LOCK_TEST_DB_PASSWORD", timeout=60)
 
 
 def _wait_for_step(project: Path, timeout: float = 30) -> int:
@@ -70,17 +68,13 @@ def test_second_run_exits_5_and_ctrl_c_leaves_a_report_and_no_lock(tmp_path, fre
         sleeper = _wait_for_step(first_dir)
 
         # Same project directory: the host lock names the holder.
-        same = subprocess.run([*runbook_cli, "run", "slow.yml", "--yes"], cwd=first_dir, capture_output=True,
-                              text=True, env={**os.environ, "LOCK_TEST_DB_PASSWORD": fresh_db["password"]},
-                              stdin=subprocess.DEVNULL, timeout=60)
+        same = _run(runbook_cli, first_dir, fresh_db)
         assert same.returncode == 5, same.stdout + same.stderr
         assert f"pid {first.pid}" in same.stderr and "Traceback" not in same.stderr
 
         # Another directory on the same database (another checkout, another host): the advisory lock.
         other_dir = _project(tmp_path, fresh_db, "other")
-        other = subprocess.run([*runbook_cli, "run", "slow.yml", "--yes"], cwd=other_dir, capture_output=True,
-                               text=True, env={**os.environ, "LOCK_TEST_DB_PASSWORD": fresh_db["password"]},
-                               stdin=subprocess.DEVNULL, timeout=60)
+        other = _run(runbook_cli, other_dir, fresh_db)
         assert other.returncode == 5, other.stdout + other.stderr
         assert "database lock" in other.stderr and f"pid {first.pid}" in other.stderr
         assert not (other_dir / "sleeper.pid").exists()
@@ -114,8 +108,6 @@ def test_second_run_exits_5_and_ctrl_c_leaves_a_report_and_no_lock(tmp_path, fre
     (first_dir / "sleeper.pid").unlink()
     (first_dir / "slow.yml").write_text(SLOW_PLAYBOOK.replace(
         'shell: "echo started; sleep 60 & echo $! > sleeper.pid; wait"', "run: [\"true\"]"))
-    again = subprocess.run([*runbook_cli, "run", "slow.yml", "--yes"], cwd=first_dir, capture_output=True,
-                           text=True, env={**os.environ, "LOCK_TEST_DB_PASSWORD": fresh_db["password"]},
-                           stdin=subprocess.DEVNULL, timeout=60)
+    again = _run(runbook_cli, first_dir, fresh_db)
     assert again.returncode == 0, again.stdout + again.stderr
     shutil.rmtree(tmp_path / "other", ignore_errors=True)

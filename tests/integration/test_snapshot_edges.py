@@ -8,17 +8,26 @@ checks the database afterwards with its own queries, not runbook's.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from stack import db_settings, manage, reset_app, run_cli, running_stack, service_container
+from stack import (
+    db_settings,
+    make_template,
+    manage,
+    reset_app,
+    reset_from_template,
+    run_cli,
+    sleepers,
+    stack_fixture,
+    start_cli,
+    take_snapshot,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,40 +82,32 @@ def db_state() -> dict[str, object]:
     return state
 
 
-def snapshot_ids(directory: Path) -> list[str]:
-    base = directory / ".runbook" / "snapshots"
-    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-
-
-def take(runbook_cli: list[str], directory: Path) -> tuple[str, str]:
-    before = set(snapshot_ids(directory))
-    proc = run_cli(runbook_cli, directory, "snapshot")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    [new] = set(snapshot_ids(directory)) - before
-    return new, proc.stdout
+edge_stack = stack_fixture(PROJECT, DB_PORT, name="edge_stack")
 
 
 @pytest.fixture(scope="module")
-def edge_stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
-        yield directory
+def seeded_once(edge_stack: Path) -> Path:
+    """The database migrated and seeded once, then kept as a template: a copy takes a second."""
+    manage(PROJECT, "migrate", "--noinput")
+    manage(PROJECT, "seed", "--rows", "200")
+    make_template(DB)
+    return edge_stack
 
 
 @pytest.fixture
-def seeded(edge_stack: Path) -> Path:
-    execute("DROP EVENT TRIGGER IF EXISTS refuse_index; DROP SCHEMA IF EXISTS testing CASCADE;"
-            "SELECT lo_unlink(oid) FROM pg_largeobject_metadata; DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    reset_app(edge_stack)
-    subprocess.run(["rm", "-rf", str(edge_stack / ".runbook"), str(edge_stack / "runbook.yml")], check=True)
-    manage(PROJECT, "migrate", "--noinput")
-    manage(PROJECT, "seed", "--rows", "200")
-    return edge_stack
+def seeded(seeded_once: Path) -> Path:
+    """A fresh copy of the migrated, seeded database (no event trigger, schema or large object of an earlier
+    test: they were in the database dropped), the original project files, no artifacts."""
+    reset_from_template(DB)
+    reset_app(seeded_once)
+    subprocess.run(["rm", "-rf", str(seeded_once / ".runbook"), str(seeded_once / "runbook.yml")], check=True)
+    return seeded_once
 
 
 def test_a_partitioned_table_round_trips(seeded: Path, runbook_cli: list[str]) -> None:
     execute(PARTITIONED)
     state = db_state()
-    snapshot_id, output = take(runbook_cli, seeded)
+    snapshot_id, output = take_snapshot(runbook_cli, seeded)
     manifest = json.loads((seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json").read_text())
     tables = manifest["database"]["tables"]
     # The rows are counted once, under the partitions that hold them.
@@ -126,7 +127,7 @@ def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Pa
     execute(LARGE_OBJECTS)
     state = db_state()
     assert len(state["large objects"]) == 5
-    snapshot_id, _ = take(runbook_cli, seeded)
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
 
     execute("SELECT lo_unlink(body) FROM document WHERE id > 3; DELETE FROM document WHERE id > 3;"
             "DELETE FROM customer_customer WHERE id % 2 = 0 AND id NOT IN "
@@ -152,7 +153,7 @@ def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Pa
 
 def test_a_restore_that_differs_from_its_manifest_exits_3_and_lists_the_differences(
         seeded: Path, runbook_cli: list[str]) -> None:
-    snapshot_id, _ = take(runbook_cli, seeded)
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
     path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
     manifest = json.loads(path.read_text())
     tables = manifest["database"]["tables"]
@@ -184,21 +185,13 @@ steps:
 """
 
 
-def _sleepers() -> int:
-    _, output = service_container(PROJECT, "backend").exec_run(["pgrep", "-c", "-f", "^sleep 121$"])
-    return int(output.decode().strip() or 0)
-
-
 def test_a_second_run_names_the_holder_of_the_database_lock(seeded: Path, runbook_cli: list[str]) -> None:
     name = "a-playbook-with-a-very-long-name-that-fills-the-application-name"
     (seeded / "long.yml").write_text(LONG_PLAYBOOK.format(name=name))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    first = subprocess.Popen([*runbook_cli, "run", "long.yml", "--yes"], cwd=seeded, text=True,
-                             env={**env, "NO_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL)
+    first = start_cli(runbook_cli, seeded, "run", "long.yml", "--yes")
     try:
         deadline = time.monotonic() + 60
-        while _sleepers() < 1:
+        while sleepers(PROJECT, "sleep 121") < 1:
             assert time.monotonic() < deadline, "the long step never started"
             time.sleep(0.2)
         # Another artifacts dir: the host lock file is not shared, so the database lock is what refuses.

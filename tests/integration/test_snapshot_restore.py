@@ -14,13 +14,23 @@ import json
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from stack import db_settings, manage, reset_app, run_cli, running_stack, service_container
+from stack import (
+    db_settings,
+    make_template,
+    manage,
+    reset_app,
+    reset_from_template,
+    run_cli,
+    service_container,
+    snapshot_ids,
+    stack_fixture,
+    take_snapshot,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,41 +140,32 @@ def mutate_files(directory: Path) -> None:
     (app / "catalog" / "migrations" / "0002_product_description.py").unlink()
 
 
-def snapshot_ids(directory: Path) -> list[str]:
-    base = directory / ".runbook" / "snapshots"
-    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-
-
-def take(runbook_cli: list[str], directory: Path) -> str:
-    before = set(snapshot_ids(directory))
-    proc = run_cli(runbook_cli, directory, "snapshot")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    [new] = set(snapshot_ids(directory)) - before
-    assert f"snapshot {new} written" in proc.stdout
-    return new
+snap_stack = stack_fixture(PROJECT, DB_PORT, name="snap_stack")
 
 
 @pytest.fixture(scope="module")
-def snap_stack(tmp_path_factory) -> Iterator[Path]:
-    with running_stack(tmp_path_factory.mktemp("stacks") / PROJECT, DB_PORT) as directory:
-        yield directory
-
-
-@pytest.fixture
-def seeded(snap_stack: Path) -> Path:
-    """The stack with a freshly migrated and seeded database, pristine migration files, no artifacts."""
+def seeded_once(snap_stack: Path) -> Path:
+    """The database migrated and seeded once, then kept as a template: a copy takes a second, this a minute."""
     execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    reset_app(snap_stack)
-    subprocess.run(["rm", "-rf", str(snap_stack / ".runbook")], check=True)
     manage(PROJECT, "migrate", "--noinput")
     manage(PROJECT, "seed", "--rows", "3000")
     execute(EXTRA_TABLES)
+    make_template(DB)
     return snap_stack
+
+
+@pytest.fixture
+def seeded(seeded_once: Path) -> Path:
+    """The stack with a freshly migrated and seeded database, pristine migration files, no artifacts."""
+    reset_from_template(DB)
+    reset_app(seeded_once)
+    subprocess.run(["rm", "-rf", str(seeded_once / ".runbook")], check=True)
+    return seeded_once
 
 
 def test_snapshot_then_restore_puts_everything_back(seeded: Path, runbook_cli: list[str]) -> None:
     state, files = db_state(), files_state(seeded)
-    snapshot_id = take(runbook_cli, seeded)
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
 
     directory = seeded / ".runbook" / "snapshots" / snapshot_id
     assert directory.stat().st_mode & 0o777 == 0o700
@@ -251,7 +252,7 @@ def test_run_without_the_flag_leaves_the_damage_and_says_how_to_undo(seeded: Pat
 
 
 def test_a_damaged_snapshot_is_refused_before_anything_changes(seeded: Path, runbook_cli: list[str]) -> None:
-    snapshot_id = take(runbook_cli, seeded)
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
     dump = seeded / ".runbook" / "snapshots" / snapshot_id / "database.dump"
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -269,7 +270,7 @@ def test_a_damaged_snapshot_is_refused_before_anything_changes(seeded: Path, run
 
 
 def test_restore_without_yes_and_no_terminal_is_refused(seeded: Path, runbook_cli: list[str]) -> None:
-    snapshot_id = take(runbook_cli, seeded)
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
     execute("DELETE FROM extra_event WHERE id > 100")
     state = db_state()
     proc = run_cli(runbook_cli, seeded, "restore", snapshot_id)
@@ -284,7 +285,7 @@ def test_restore_without_yes_and_no_terminal_is_refused(seeded: Path, runbook_cl
 def test_restore_waits_for_no_run_it_takes_the_run_lock(seeded: Path, runbook_cli: list[str]) -> None:
     from runbook.artifacts.lock import RunLock
 
-    snapshot_id = take(runbook_cli, seeded)
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
     execute("DELETE FROM extra_event WHERE id > 100")
     state = db_state()
     with RunLock(seeded / ".runbook", "a run in progress"):
@@ -295,7 +296,7 @@ def test_restore_waits_for_no_run_it_takes_the_run_lock(seeded: Path, runbook_cl
 
 
 def test_snapshots_lists_every_snapshot(seeded: Path, runbook_cli: list[str], tmp_path: Path) -> None:
-    manual = take(runbook_cli, seeded)
+    manual, _ = take_snapshot(runbook_cli, seeded)
     playbook = tmp_path / "break-then-fail.yml"
     playbook.write_text(BREAK_THEN_FAIL.format(how="fail", more_steps=""))
     assert run_cli(runbook_cli, seeded, "run", str(playbook), "--yes").returncode == 3
@@ -350,9 +351,10 @@ def test_a_failed_snapshot_runs_no_step(seeded: Path, runbook_cli: list[str], tm
 
 
 def test_peak_memory_stays_flat_while_dumping_a_big_table(seeded: Path, runbook_cli: list[str]) -> None:
-    # ~1 KiB of incompressible bytes per row: the dump is well over 100 MB.
-    execute("CREATE TABLE big_blob AS SELECT i AS id, decode(string_agg(md5(i::text || '-' || j), ''), 'hex')"
-            " AS data FROM generate_series(1, 150000) i, generate_series(1, 64) j GROUP BY i")
+    # 1 KiB of incompressible bytes per row (16 SHA-512 digests): the dump is well over 100 MB. Digests
+    # concatenated in the row take seconds; 64 md5s a row aggregated over 9.6 million rows took over a minute.
+    digests = " || ".join(f"sha512((i::text || '-{j}')::bytea)" for j in range(16))
+    execute(f"CREATE TABLE big_blob AS SELECT i AS id, {digests} AS data FROM generate_series(1, 150000) i")
     try:
         probe = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]);"
                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)")

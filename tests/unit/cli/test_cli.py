@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import runbook
-from runbook.cli.app import app
+from runbook.cli.app import app, console, err_console
 
 SCRIPT = Path(sys.executable).parent / "runbook"
 # The script must run the code under test, even when the venv holds a plain (non-editable) install.
@@ -57,8 +57,19 @@ def assert_no_traceback(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stdout
 
 
+def set_width(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    """Make the app's consoles `columns` wide for one test, whatever the environment.
+
+    rich fixes a console's width when it is made with COLUMNS set, as in a pytest-xdist worker (COLUMNS=80):
+    after that, COLUMNS in invoke's env no longer counts, so the width is set on the consoles themselves.
+    """
+    for each in (console, err_console):
+        monkeypatch.setattr(each, "_width", columns)
+
+
 @pytest.fixture
-def runner() -> CliRunner:
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    set_width(monkeypatch, 200)
     return CliRunner()
 
 
@@ -69,7 +80,8 @@ def test_list_shows_fake_initial(runner, tmp_path):
     assert "django" in line and "built-in" in line
 
 
-def test_list_shows_the_project_playbooks(runner, tmp_path):
+def test_list_shows_the_project_playbooks(runner, tmp_path, monkeypatch):
+    set_width(monkeypatch, 250)  # the project's playbooks come from a long tmp path, in a column never wrapped
     (tmp_path / "ops").mkdir()
     (tmp_path / "ops" / "good.yml").write_text(GOOD)
     (tmp_path / "ops" / "broken.yml").write_text(BROKEN)
