@@ -20,24 +20,12 @@ from typing import Any
 from runbook.config import Config
 from runbook.database import Database
 from runbook.errors import EnvironmentNotReady, InputError, RestoreFailed, RunbookError, SnapshotFailed
-from runbook.snapshot import (
-    DUMP,
-    FILES,
-    HISTORY,
-    Progress,
-    file_entry,
-    find_files,
-    first_error,
-    history_rows,
-    human_size,
-    load_manifest,
-    locked_session,
-    no_progress,
-    pg_client,
-    read_archive,
-    reading,
-    table_stats,
-)
+from runbook.progress import Progress, no_progress
+from runbook.snapshot import locked_session
+from runbook.snapshot_dump import first_error, pg_client
+from runbook.snapshot_files import find_files, read_archive
+from runbook.snapshot_manifest import DUMP, FILES, HISTORY, file_entry, human_size, load_manifest
+from runbook.snapshot_tables import history_rows, reading, table_stats
 from runbook.targets.base import Target
 
 # Runs first, in the restore's own transaction: without it, tables made after the snapshot would stay, and

@@ -17,7 +17,8 @@ from runbook.redact import Redactor
 from runbook.report import render_markdown, summary_lines
 from runbook.restore import RestoreOutcome, verify_parts
 from runbook.results import RunResult
-from runbook.snapshot import file_entry, list_snapshots, load_manifest, new_snapshot_id, stats_sql, summary
+from runbook.snapshot_manifest import file_entry, list_snapshots, load_manifest, new_snapshot_id, summary
+from runbook.snapshot_tables import stats_sql
 from runbook.targets.hijack import STDERR, STDOUT, FrameDecoder
 from runbook.targets.local import LocalTarget
 
@@ -147,7 +148,7 @@ def test_report_says_the_data_is_back():
 
 
 def test_migration_files_django_alembic_and_extra_globs_but_no_virtualenvs(tmp_path):
-    from runbook.snapshot import file_patterns, find_files
+    from runbook.snapshot_files import file_patterns, find_files
 
     for path in ["shop/migrations/0001_initial.py", "shop/migrations/__init__.py", "shop/models.py",
                  "apps/deep/migrations/0002_x.py", ".venv/lib/python3.11/site-packages/django/migrations/0001.py",

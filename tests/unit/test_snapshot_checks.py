@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runbook.database import describe_holder, run_application_name
 from runbook.restore import differences
-from runbook.snapshot import parse_row_counts, size_problems
+from runbook.snapshot_dump import parse_row_counts, size_problems
 
 TABLES = {"customer": {"rows": 3, "checksum": "c1"}, "Odd x": {"rows": 0, "checksum": "c2"}}
 MANIFEST = {
