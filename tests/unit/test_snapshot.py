@@ -18,7 +18,7 @@ from runbook.report import render_markdown, summary_lines
 from runbook.restore import RestoreOutcome, verify_parts
 from runbook.results import RunResult
 from runbook.snapshot_manifest import file_entry, list_snapshots, load_manifest, new_snapshot_id, summary
-from runbook.snapshot_tables import stats_sql
+from runbook.snapshot_tables import checksum_kind, stats_sql
 from runbook.targets.hijack import STDERR, STDOUT, FrameDecoder
 from runbook.targets.local import LocalTarget
 
@@ -123,11 +123,17 @@ def test_snapshot_ids_are_safe_names():
     assert "/" not in new_snapshot_id("a/../b") and " " not in new_snapshot_id("a b")
 
 
-def test_stats_sql_checksums_small_tables_only():
-    text = stats_sql([("small", 10), ('we"ird', 10), ("huge", 10**12)])
-    assert 'public."we""ird"' in text
-    assert text.count("md5(t::text)") == 2
+def test_stats_sql_sums_each_table_as_told():
+    text = stats_sql([("small", "h"), ('we"ird', "t"), ("old", "md5"), ("huge", None)])
+    assert "'h:' || coalesce(sum(hash_record_extended(t, 0)), 0) AS checksum FROM public.\"small\" t" in text
+    assert "'t:' || coalesce(sum(hashtextextended(t::text, 0)), 0) AS checksum FROM public.\"we\"\"ird\" t" in text
+    assert "(SELECT md5(t::text) AS h FROM public.\"old\" t) s" in text
     assert "NULL::text AS checksum FROM public.\"huge\"" in text
+
+
+def test_a_checksum_names_how_it_was_computed():
+    assert [checksum_kind(v) for v in ("h:-12", "t:5", "0cc175b9c0f1b6a831c399e269772661", None, "")] == [
+        "h", "t", "md5", None, None]
 
 
 def test_report_says_the_data_is_back():
