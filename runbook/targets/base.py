@@ -8,6 +8,7 @@ for the report; the compose target maps it to a running container.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ def create_output_file(dest: Path) -> BinaryIO:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
     return os.fdopen(fd, "wb", buffering=1024 * 1024)  # output arrives in small frames: few big writes
+
+
+def open_source(src: Path | BinaryIO) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Open a path to stream from, or pass a file the caller opened through (left open for it)."""
+    return contextlib.nullcontext(src) if hasattr(src, "read") else open(src, "rb")  # type: ignore[arg-type, return-value]
 
 
 @dataclass
@@ -101,12 +107,15 @@ class Target(Protocol):
         self,
         service: str,
         argv: Sequence[str],
-        src: Path,
+        src: Path | BinaryIO,
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run argv with the file src streamed to its stdin in constant memory; keep stdout and stderr."""
+        """Run argv with the file src streamed to its stdin in constant memory; keep stdout and stderr.
+
+        src may be a file the caller opened (and keeps): its offset then shows how far the command read.
+        """
         ...
 
     def read_file(self, service: str, path: str) -> bytes:

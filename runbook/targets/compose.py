@@ -24,14 +24,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import requests.exceptions
 
 from runbook.config import Config
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError, StepFailed
-from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
+from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file, open_source
 from runbook.targets.capture import OutputBuffer, exec_result
 from runbook.targets.compose_project import (
     PROJECT_LABEL,
@@ -372,12 +372,12 @@ class ComposeTarget:
         self,
         service: str,
         argv: Sequence[str],
-        src: Path,
+        src: Path | BinaryIO,
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        with open(src, "rb") as source:
+        with open_source(src) as source:
             return self._exec_streaming(service, argv, env, timeout, source=source, sink=None)
 
     def hijack_supported(self, stdin: bool) -> bool:

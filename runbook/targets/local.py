@@ -10,12 +10,12 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from runbook.config import Config
 from runbook.errors import ConfigError, EnvironmentNotReady
-from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file
+from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback, create_output_file, open_source
 from runbook.targets.capture import OutputBuffer, exec_result
 
 
@@ -104,12 +104,12 @@ class LocalTarget:
         self,
         service: str,
         argv: Sequence[str],
-        src: Path,
+        src: Path | BinaryIO,
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        with open(src, "rb") as source:
+        with open_source(src) as source:
             return self._run(argv, self.workdir, env, source, subprocess.PIPE, timeout, None)
 
     def _run(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None, stdin: Any, stdout: Any,
