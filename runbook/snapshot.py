@@ -24,6 +24,7 @@ import shutil
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -34,7 +35,7 @@ from runbook.errors import EnvironmentNotReady, RunbookError, SnapshotFailed
 from runbook.fsutil import ensure_private_dir, fsync_dir
 from runbook.lock import RunLock
 from runbook.playbook import Snapshot
-from runbook.progress import Progress, no_progress
+from runbook.progress import OnTransfer, Progress, no_progress, no_transfer
 from runbook.snapshot_dump import first_error, pg_client, take_database
 from runbook.snapshot_files import (
     archive_files,
@@ -59,6 +60,7 @@ from runbook.snapshot_manifest import (
     summary,
     write_private,
 )
+from runbook.snapshot_stream import Beside
 from runbook.snapshot_tables import plain_history
 from runbook.targets.base import Target
 
@@ -70,39 +72,64 @@ __all__ = [
 ]
 
 
+def _files_part(target: Target, config: Config, extra: list[str], dest: Path) -> dict[str, Any]:
+    root = backend_root(target, config)
+    return take_files(target, root, file_patterns(target, root, extra), dest)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def take_snapshot(target: Target, db: Database, config: Config, playbook: str, spec: Snapshot,
-                  *, progress: Progress = no_progress) -> dict[str, Any]:
-    """Capture what spec asks for; return the manifest. Any failure leaves no snapshot and raises."""
+                  *, progress: Progress = no_progress, on_transfer: OnTransfer = no_transfer) -> dict[str, Any]:
+    """Capture what spec asks for; return the manifest. Any failure leaves no snapshot and raises.
+
+    The migration files are archived in a helper thread while the database is dumped in this one.
+    """
     snapshot_id = new_snapshot_id(playbook)
     base = ensure_private_dir(snapshots_dir(config.artifacts_dir()))
     partial = base / f".{snapshot_id}.partial"
     directory = base / snapshot_id
     ensure_private_dir(partial)
+    files: Beside[dict[str, Any]] | None = None
     try:
         manifest: dict[str, Any] = {
             "format": FORMAT, "id": snapshot_id, "path": str(directory), "playbook": playbook,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "target": target.name,
         }
+        files = Beside(lambda: _files_part(target, config, list(spec.files), partial / FILES), "files")
         history = None
+        entries: dict[str, dict[str, Any]] = {}
         if spec.database:
             manifest["database"], history = take_database(target, db, partial, snapshot_id, spec.history,
-                                                           progress)
+                                                          progress, on_transfer)
+            # Hashed as it was written: the dump is not read again.
+            entries[DUMP] = {"file": DUMP, "size": manifest["database"].pop("size"),
+                             "sha256": manifest["database"].pop("sha256")}
         if spec.history:
             if history is None:
                 history = plain_history(db.history())
             write_private(partial / HISTORY, json.dumps(history, indent=2).encode())
             progress("history rows: " + (", ".join(f"{t} {len(r)}" for t, r in history.items()) or "none"))
-        root = backend_root(target, config)
-        manifest["files"] = take_files(target, root, file_patterns(target, root, list(spec.files)),
-                                        partial / FILES)
-        progress(f"migration files: {len(manifest['files']['list'])} under {root}")
-        manifest["parts"] = [file_entry(partial / name) for name in (DUMP, HISTORY, FILES)
+        manifest["files"] = files.result()
+        progress(f"migration files: {len(manifest['files']['list'])} under {manifest['files']['root']}")
+        manifest["parts"] = [entries.get(name) or file_entry(partial / name) for name in (DUMP, HISTORY, FILES)
                              if (partial / name).exists()]
         write_private(partial / MANIFEST, json.dumps(manifest, indent=2).encode())
+        for part in manifest["parts"]:  # written and synced by now; this only makes sure of it
+            _fsync(partial / part["file"])
+        fsync_dir(partial)
         os.replace(partial, directory)
         fsync_dir(base)
     except BaseException as exc:
         # Whatever stopped it (a bug, SystemExit, a signal too), no half-written snapshot stays behind.
+        if files is not None:
+            files.wait(30)  # a few short commands in the backend: let them end before the directory goes
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(exc, EnvironmentNotReady | SnapshotFailed):
             raise
@@ -113,7 +140,6 @@ def take_snapshot(target: Target, db: Database, config: Config, playbook: str, s
             raise SnapshotFailed(f"snapshot failed: {reason}") from exc
         raise
     return manifest
-
 
 
 # --- a session outside a run: `runbook snapshot` and `runbook restore` ---------------------------------------
@@ -137,7 +163,8 @@ def locked_session(config: Config, target: Target, purpose: str) -> Iterator[Dat
         lock.release()
 
 
-def snapshot_now(config: Config, target: Target, *, progress: Progress = no_progress) -> dict[str, Any]:
+def snapshot_now(config: Config, target: Target, *, progress: Progress = no_progress,
+                 on_transfer: OnTransfer = no_transfer) -> dict[str, Any]:
     """`runbook snapshot`: everything a playbook could ask for, under the playbook name "manual"."""
     with locked_session(config, target, "snapshot") as db:
-        return take_snapshot(target, db, config, "manual", Snapshot(), progress=progress)
+        return take_snapshot(target, db, config, "manual", Snapshot(), progress=progress, on_transfer=on_transfer)

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from runbook.errors import InputError, SnapshotFailed
+from runbook.progress import human_size
 
 DUMP, HISTORY, FILES, MANIFEST = "database.dump", "history.json", "files.tar.gz", "manifest.json"
-FORMAT = 1
+# 2: checksums named by kind (snapshot_tables.checksum_kind); the dump's script transactions recorded.
+FORMAT = 2
 
 
 def new_snapshot_id(playbook: str) -> str:
@@ -23,14 +25,6 @@ def new_snapshot_id(playbook: str) -> str:
 
 def snapshots_dir(artifacts_dir: Path) -> Path:
     return artifacts_dir / "snapshots"
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def list_snapshots(artifacts_dir: Path) -> list[dict[str, Any]]:
