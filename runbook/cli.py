@@ -263,6 +263,9 @@ class Progress:
         self.role = "step"
         self.live = console.is_terminal if live is None else live
         self._status: Any = None
+        from runbook.progress import TransferDisplay
+
+        self.transfers = TransferDisplay(console, live=self.live)  # the snapshot's and a rollback's bar
 
     def _start_status(self, data: dict[str, Any]) -> None:
         from rich.live import Live
@@ -276,6 +279,7 @@ class Progress:
 
     def close(self) -> None:
         """Take the live status line away (the step ended, or the run stopped mid-step)."""
+        self.transfers.close()
         if self._status is not None:
             self._status.stop()
             self._status = None
@@ -301,6 +305,8 @@ class Progress:
             console.print(f"[bold]== {data['name']}[/bold]")
         elif kind == "note":
             console.print(f"   {self._masked(data['text'])}")
+        elif kind == "transfer":
+            self.transfers(data["transfer"])
         elif kind == "warning":
             self._flush()
             console.print(f"   [yellow]warning: {self._masked(data['text'])}[/yellow]")
@@ -440,10 +446,15 @@ def _print_note(text: str) -> None:
 def snapshot_cmd() -> None:
     """Take a snapshot now: database dump, history rows, migration files (listed as playbook "manual")."""
     from runbook.engine import load_project_config, make_target
+    from runbook.progress import TransferDisplay
     from runbook.snapshot import snapshot_now, summary
 
     config = load_project_config(state.options)
-    manifest = snapshot_now(config, make_target(config, state.options), progress=_print_note)
+    display = TransferDisplay(console)
+    try:
+        manifest = snapshot_now(config, make_target(config, state.options), progress=_print_note, on_transfer=display)
+    finally:
+        display.close()
     facts = summary(manifest)
     console.print(f"snapshot {facts['id']} written: {facts['size']}"
                   + (f", {facts['tables']}" if "tables" in facts else ""))
@@ -504,8 +515,14 @@ def restore(
         if not _confirm(f"Replace {what} with snapshot {snapshot_id}? "
                         + ("Everything written since is lost" if whole else "The data rows are not touched")):
             raise Refused("not confirmed; nothing was restored")
-    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note,
-                          only=parts)
+    from runbook.progress import TransferDisplay
+
+    display = TransferDisplay(console)
+    try:
+        outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=_print_note,
+                              only=parts, on_transfer=display)
+    finally:
+        display.close()
     for note in outcome.notes:
         console.print(f"   note: {escape(note)}")
     console.print(escape(f"restored: {'; '.join(outcome.restored) or 'nothing'}"))
