@@ -82,8 +82,9 @@ class Sampler:
 class TransferDisplay:
     """The console side of `OnTransfer` (made by the CLI only): a bar on a terminal, plain lines otherwise.
 
-    Nothing shows for a copy shorter than `delay` seconds. Plain lines come every `every` seconds; the bar
-    goes away when the copy ends (the engine's own note then says what was written, and how fast).
+    Nothing shows for a copy shorter than `delay` seconds. The first plain line comes after `delay` seconds,
+    the next every `every` seconds; the bar goes away when the copy ends (the engine's own note then says
+    what was written, and how fast).
     """
 
     def __init__(self, console: Any, *, live: bool | None = None, delay: float = 3.0, every: float = 10.0,
@@ -108,7 +109,7 @@ class TransferDisplay:
                 return
             if self.live:
                 self._show_bar(transfer)
-            elif now - self._last_line.get(transfer.what, started) >= self.every:
+            elif now >= self._last_line.get(transfer.what, started + self.delay - self.every) + self.every:
                 self._last_line[transfer.what] = now
                 self.console.print(self.line(transfer, now), markup=False, highlight=False)
 
@@ -121,7 +122,7 @@ class TransferDisplay:
         if transfer.total:
             text += f" of {human_size(transfer.total)}"
         text += f" {transfer.measure}".rstrip() + f", {human_size(rate)}/s"
-        if transfer.total and rate > 0:
+        if transfer.total and rate > 0 and transfer.done < transfer.total:
             text += f", about {max(transfer.total - transfer.done, 0) / rate:.0f} s left"
         return text
 

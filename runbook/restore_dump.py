@@ -153,7 +153,9 @@ def load_dump(target: Target, db: Database, dump: Path, *, sha256: str | None = 
                 done = os.lseek(source.fileno(), 0, os.SEEK_CUR)
             except (OSError, ValueError):
                 done = size
-            return Transfer("restore", min(done, size), size, "of the dump read")
+            # Past the last byte the server still builds indexes and constraints: say so, not "0 s left".
+            return Transfer("restore", min(done, size), size,
+                            "of the dump read" + ("; indexes and constraints next" if done >= size else ""))
 
         with Sampler(on_transfer, sample):
             result = target.exec_from_file(client.service, ["sh", "-c", RESTORE_SCRIPT, "runbook-restore",
