@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from stack import db_settings, manage, reset_app, run_cli, running_stack, service_container
 
 pytestmark = pytest.mark.integration
@@ -127,6 +128,9 @@ def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Pa
     state = db_state()
     assert len(state["large objects"]) == 5
     snapshot_id, _ = take(runbook_cli, seeded)
+    database = json.loads((seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json").read_text())["database"]
+    # pg_restore wraps large objects in a transaction of its own: such a dump is hashed before it is restored.
+    assert database["large_objects"] == 5 and database["transaction_blocks"] >= 1
 
     execute("SELECT lo_unlink(body) FROM document WHERE id > 3; DELETE FROM document WHERE id > 3;"
             "DELETE FROM customer_customer WHERE id % 2 = 0 AND id NOT IN "
@@ -147,6 +151,44 @@ def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Pa
 
     proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "database.dump, files.tar.gz, history.json match their sha256" in proc.stdout
+    assert db_state() == state
+
+
+# How manifest format 1 summed a table: md5 of each row's text, added up as two 64-bit halves.
+FORMAT_1_CHECKSUM = """
+SELECT md5(coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text || ':'
+           || coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text)
+FROM (SELECT md5(t::text) AS h FROM {} t) s
+"""
+
+
+def test_a_snapshot_of_manifest_format_1_still_restores_and_checks(seeded: Path, runbook_cli: list[str]) -> None:
+    execute(PARTITIONED)
+    state = db_state()
+    snapshot_id, _ = take(runbook_cli, seeded)
+    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    # As runbook wrote it before format 2: md5 checksums, nothing said of the dump's own transactions.
+    manifest["format"] = 1
+    for key in ("compression", "large_objects", "transaction_blocks"):
+        del manifest["database"][key]
+    with psycopg.connect(**DB) as conn:
+        for key, value in {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+                           "extra_float_digits": "3", "bytea_output": "hex"}.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
+        for name, table in manifest["database"]["tables"].items():
+            [table["checksum"]] = conn.execute(
+                sql.SQL(FORMAT_1_CHECKSUM).format(sql.Identifier(name))).fetchone()
+    path.write_text(json.dumps(manifest))
+
+    execute("DELETE FROM measurement WHERE id % 3 = 0; DELETE FROM customer_customer WHERE id % 2 = 0 AND id NOT IN "
+            "(SELECT customer_id FROM customer_contact_customercontact)")
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "database.dump, files.tar.gz, history.json match their sha256" in proc.stdout  # hashed first
+    tables = len(manifest["database"]["tables"])
+    assert f"checked: {tables} tables, " in proc.stdout and f"({tables} checksummed)" in proc.stdout
     assert db_state() == state
 
 

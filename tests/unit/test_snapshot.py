@@ -102,6 +102,29 @@ def test_verify_parts_names_the_damaged_part(tmp_path):
         verify_parts("S1", directory, manifest)
 
 
+def test_a_dump_checked_as_it_is_read_is_only_measured_before(tmp_path):
+    directory = _snapshot(tmp_path, "S1")
+    _, manifest = load_manifest(tmp_path / ".runbook", "S1")
+    data = bytearray((directory / "database.dump").read_bytes())
+    data[500] ^= 0xFF
+    (directory / "database.dump").write_bytes(bytes(data))
+    verify_parts("S1", directory, manifest, without_sha256=frozenset({"database.dump"}))
+    (directory / "database.dump").write_bytes(bytes(data[:-1]))
+    with pytest.raises(SnapshotFailed, match="database.dump size differs"):
+        verify_parts("S1", directory, manifest, without_sha256=frozenset({"database.dump"}))
+
+
+def test_a_snapshot_from_a_newer_runbook_is_refused_in_one_line(tmp_path):
+    directory = _snapshot(tmp_path, "S1")
+    _, manifest = load_manifest(tmp_path / ".runbook", "S1")
+    verify_parts("S1", directory, {**manifest, "format": 1})  # format 1 (and no format at all) still reads
+    with pytest.raises(InputError) as info:
+        verify_parts("S1", directory, {**manifest, "format": 3})
+    assert str(info.value) == ("snapshot S1 has manifest format 3; this runbook reads up to 2 (restore it with "
+                               "the runbook version that took it, or a newer one)")
+    assert info.value.exit_code == 2
+
+
 def test_unknown_snapshot_is_bad_input(tmp_path):
     with pytest.raises(InputError, match="no snapshot"):
         load_manifest(tmp_path, "nope")
