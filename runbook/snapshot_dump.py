@@ -307,8 +307,12 @@ def take_database(target: Target, db: Database, directory: Path, snapshot_id: st
         _check_free_space(directory, int(query(DATA_SIZE_SQL)[0][0]))
         # pg_dump imports our transaction's snapshot: dump, counts and history rows see the same data.
         exported = str(query("SELECT pg_export_snapshot()")[0][0]) if conn is not None else None
-        # Counted on this connection, in that snapshot, while pg_dump reads the same data.
-        counting = Beside(lambda: _tables_and_history(query, want_history), "count") if conn else None
+        counting = None
+        if conn is not None:
+            # Counted on this connection, in that snapshot, while pg_dump reads the same data: on one core,
+            # since parallel workers would only take cores from pg_dump, which the snapshot waits for anyway.
+            query("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
+            counting = Beside(lambda: _tables_and_history(query, want_history), "count")
         started = time.monotonic()
         try:
             report, size, sha256 = stream_dump(target, client, path, exported, f"runbook dump {snapshot_id}"[:63],
