@@ -80,7 +80,6 @@ $runbook$;"""
 # ends with the one COMMIT; ours then finds no transaction (silenced too). Otherwise COMMIT is ours, sent
 # after the check. On any failure a RAISE (or psql stopping at an error) makes the server roll it all back.
 RESTORE_SCRIPT = r"""prelude=$1; expected=$2; shift 2
-export LC_ALL=C
 fail() { printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'runbook: $1'; END \$\$;"; }
 if [ -z "$expected" ]; then
   {

@@ -72,13 +72,12 @@ def dump_argv(snapshot: str | None) -> list[str]:
 # each end of a COPY's rows, the large objects, any transaction of the script's own, pg_dump's version.
 # Past 256 KiB (thousands of tables) they stay in a file for read_report to fetch, not on stderr.
 DUMP_SCRIPT = r"""set -u
-export LC_ALL=C
 dir=$(mktemp -d "${TMPDIR:-/tmp}/runbook-dump.XXXXXX") || exit 70
 keep=
 trap '[ -n "$keep" ] || rm -rf "$dir"' EXIT
 trap 'exit 143' HUP INT TERM
 mkfifo -m 600 "$dir/read" "$dir/sum" || exit 70
-{ pg_restore --file=- <"$dir/read"; echo $? >"$dir/read.exit"; } | grep -a -n -o -E \
+{ pg_restore --file=- <"$dir/read"; echo $? >"$dir/read.exit"; } | LC_ALL=C grep -a -n -o -E \
   -e '^COPY ("([^"]|"")*"|[a-z_][a-z0-9_]*)\.("([^"]|"")*"|[a-z_][a-z0-9_]*) ' -e '^\\\.$' -e '^BEGIN;$' \
   -e '^SELECT pg_catalog\.lo_open\(' -e '^-- Dumped by pg_dump version .*' >"$dir/lines" &
 sha256sum <"$dir/sum" >"$dir/sha256" &
@@ -99,6 +98,7 @@ fi
 class DumpReport:
     """What the command in the service said about the dump it streamed."""
 
+    exit_code: int = 0  # the command's own: not 0 when it could not start its pipeline, or was stopped
     dump_exit: int | None = None
     read_exit: int | None = None
     sha256: str = ""
@@ -205,7 +205,7 @@ def parse_read_back(lines: list[str]) -> ReadBack:
 def stream_problem(report: DumpReport, size: int, sha256: str, head: bytes) -> str | None:
     """Say why the streamed dump cannot be trusted, or None: pg_dump, the file, pg_restore, the two sha256."""
     if report.dump_exit is None or report.read_exit is None:
-        return first_error(ExecResult(report.dump_exit or 1, "", report.stderr), "the dump command")
+        return first_error(ExecResult(report.exit_code or 1, "", report.stderr), "the dump command")
     tools = report.stderr.splitlines()
     # A pg_restore that gave up makes tee, and then pg_dump, die of SIGPIPE (141): pg_restore said why.
     if report.dump_exit != 0 and not (report.dump_exit == 141 and report.read_exit != 0):
@@ -276,8 +276,7 @@ def stream_dump(target: Target, client: PgClient, path: Path, snapshot: str | No
         if copy is not None:
             copy.close()
     report = parse_report(result.stderr)
-    if result.exit_code != 0 and report.read_exit is None:
-        report.stderr = report.stderr or f"exit {result.exit_code}"
+    report.exit_code = result.exit_code
     return report, size, sha256
 
 

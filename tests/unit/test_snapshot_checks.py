@@ -50,7 +50,8 @@ def test_a_stream_whose_bytes_on_disk_differ_from_what_pg_restore_read_is_refuse
     assert "not a pg_dump custom-format archive" in stream_problem(good, 6, "a" * 64, b"hello")
     failed = DumpReport(dump_exit=1, read_exit=1, stderr="pg_restore: error: too short\npg_dump: error: boom")
     assert stream_problem(failed, 0, "", b"") == "pg_dump exited 1: pg_dump: error: boom"
-    assert stream_problem(DumpReport(stderr="mktemp: failed"), 0, "", b"").startswith("the dump command exited 1")
+    stopped = DumpReport(exit_code=70, stderr="mktemp: failed")
+    assert stream_problem(stopped, 0, "", b"") == "the dump command exited 70: mktemp: failed"
 
 
 def test_a_dump_holding_other_row_counts_is_a_problem() -> None:
