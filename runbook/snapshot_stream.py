@@ -121,7 +121,7 @@ class CopyProgress:
     def __init__(self, settings: DatabaseSettings, application_name: str):
         self._settings, self._name = settings, application_name
         self._conn: psycopg.Connection[Any] | None = None
-        self._sizes: dict[int, tuple[int, float]] = {}
+        self.sizes: dict[int, tuple[int, float]] = {}  # table oid: its bytes, its estimated rows
         self._order: list[int] = []
         self._current: tuple[int, float] | None = None
         self.total: int | None = None
@@ -136,22 +136,26 @@ class CopyProgress:
                 self._conn = psycopg.connect(**self._settings.conninfo(), autocommit=True,
                                              application_name="runbook snapshot progress")
                 for oid, size, tuples in self._conn.execute(TABLE_SIZES_SQL):
-                    self._sizes[int(oid)] = (int(size), float(tuples))
-                self.total = sum(size for size, _ in self._sizes.values())
+                    self.sizes[int(oid)] = (int(size), float(tuples))
+                self.total = sum(size for size, _ in self.sizes.values())
             rows = self._conn.execute(COPY_PROGRESS_SQL, (self._name,)).fetchall()
         except psycopg.Error:
             self._failed = True  # no view (before 14), no permission: the bar shows the dump's bytes instead
             self.close()
             return None
+        return self.advance(rows)
+
+    def advance(self, rows: list[tuple[int, int, int]]) -> int:
+        """Take one look at pg_stat_progress_copy (relid, tuples, bytes); return the bytes read so far."""
         for relid, tuples, nbytes in rows:
-            size, estimate = self._sizes.get(int(relid), (0, 0.0))
+            size, estimate = self.sizes.get(int(relid), (0, 0.0))
             share = tuples / estimate if estimate > 0 else (nbytes / size if size else 1.0)
             if int(relid) not in self._order:
                 self._order.append(int(relid))
             self._current = (int(relid), min(max(share, 0.0), 1.0))
         done = 0.0
         for relid in self._order:
-            size = self._sizes.get(relid, (0, 0.0))[0]
+            size = self.sizes.get(relid, (0, 0.0))[0]
             done += size * (self._current[1] if self._current and relid == self._current[0] else 1.0)
         return int(done)
 

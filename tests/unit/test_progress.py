@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from runbook.progress import Sampler, Transfer, TransferDisplay
-from runbook.snapshot_stream import Beside, FileHasher
+from runbook.snapshot_stream import Beside, CopyProgress, FileHasher
+from runbook.targets.base import DatabaseSettings
 
 MiB = 1024 * 1024
 
@@ -109,3 +110,14 @@ def test_a_helper_job_hands_its_error_to_the_caller() -> None:
     with pytest.raises(ValueError, match="in the helper"):
         Beside(fail, "failing").result()
     assert Beside(lambda: 42, "answer").result() == 42
+
+
+def test_the_tables_read_by_pg_dump_count_in_full_once_it_moved_past_them() -> None:
+    copy = CopyProgress(DatabaseSettings(), "runbook dump x")
+    copy.sizes = {1: (800, 1000.0), 2: (100, 0.0), 3: (100, 50.0)}  # table 2 was never analyzed
+    assert copy.advance([]) == 0
+    assert copy.advance([(1, 250, 9999)]) == 200  # a quarter of its estimated rows
+    assert copy.advance([(1, 2000, 9999)]) == 800  # more rows than estimated: the table, no more
+    assert copy.advance([(2, 0, 30)]) == 800 + 30  # no estimate: its bytes instead
+    assert copy.advance([]) == 830  # between two tables: the last look stands
+    assert copy.advance([(3, 25, 0)]) == 800 + 100 + 50
