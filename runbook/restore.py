@@ -106,9 +106,10 @@ def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: 
     progress(f"snapshot {snapshot_id}: {', '.join(hashed) or 'no part'} match their sha256"
              + (f"; {DUMP}'s is checked as it is read" if streamed else ""))
     outcome = RestoreOutcome(snapshot_id)
+    loaded = None
     if restoring:
         sha256 = next(p["sha256"] for p in manifest["parts"] if p["file"] == DUMP) if streamed else None
-        load_dump(target, db, directory / DUMP, sha256=sha256, progress=progress, on_transfer=on_transfer)
+        loaded = load_dump(target, db, directory / DUMP, sha256=sha256, progress=progress, on_transfer=on_transfer)
         outcome.restored.append("database")
     elif "database" in only:
         outcome.notes.append("the snapshot has no database dump: the database was not restored")
@@ -124,7 +125,7 @@ def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: 
     if "files" not in only:
         checked.pop("files", None)
     history = "history" in only or ("database" in only and DUMP in parts)
-    check_restored(target, db, directory, checked, outcome, history=history)
+    check_restored(target, db, directory, checked, outcome, history=history, loaded=loaded)
     outcome.notes.extend(w for w in getattr(target, "warnings", []) if w not in outcome.notes)
     return outcome
 

@@ -36,11 +36,12 @@ def file_digests(target: Target, root: str, files: list[str]) -> dict[str, str]:
 
 
 def check_restored(target: Target, db: Database, directory: Path, manifest: dict[str, Any],
-                   outcome: RestoreOutcome, *, history: bool = True) -> None:
+                   outcome: RestoreOutcome, *, history: bool = True, loaded: dict[str, int] | None = None) -> None:
     """Read the live state back and compare it with the manifest; every difference is a problem.
 
     Each table is checksummed the way its snapshot was (a format-1 manifest's md5 too), and only the
-    tables the snapshot checksummed: the others are counted.
+    tables the snapshot checksummed; the others are counted, unless `loaded` holds the rows the server
+    loaded into them in the restore's own transaction.
     """
     history_path = directory / HISTORY
     history_then = json.loads(history_path.read_text()) if history and history_path.exists() else None
@@ -50,7 +51,7 @@ def check_restored(target: Target, db: Database, directory: Path, manifest: dict
         with reading(db, f"runbook check {outcome.snapshot}") as (query, _):
             database = manifest.get("database")
             kinds = {name: checksum_kind(t.get("checksum")) for name, t in (database or {}).get("tables", {}).items()}
-            now = table_stats(query, kinds) if database else {}
+            now = table_stats(query, kinds, loaded) if database else {}
             if history_then is not None:
                 history_now = history_rows(query)
     except EnvironmentNotReady:
@@ -88,7 +89,9 @@ def differences(manifest: dict[str, Any], tables_now: dict[str, Any], history_th
                 problems.append(f"{name}: same row count, different contents")
             summed += now[name]["rows"]
         hashed = sum(1 for t in before.values() if t["checksum"])
-        checked.append(f"{len(before)} tables, {summed:,} rows ({hashed} checksummed)")
+        loaded = sum(1 for name in before if now.get(name, {}).get("loaded"))
+        checked.append(f"{len(before)} tables, {summed:,} rows ({hashed} checksummed"
+                       + (f", {loaded} counted by the server as the restore loaded them)" if loaded else ")"))
     if history_then is not None:
         for table in sorted(set(history_then) | set(history_now)):
             if history_then.get(table) != history_now.get(table):

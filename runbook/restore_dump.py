@@ -18,6 +18,7 @@ has not: it would give up the one transaction that lets a failed restore leave t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -75,11 +76,12 @@ END
 $runbook$;"""
 
 
-# `sh -c RESTORE_SCRIPT runbook-restore PRELUDE SHA256 [pg_restore options]`, the dump on stdin. An empty
-# SHA256: --single-transaction, pg_restore opens with a BEGIN (inside ours: a warning, silenced here) and
-# ends with the one COMMIT; ours then finds no transaction (silenced too). Otherwise COMMIT is ours, sent
-# after the check. On any failure a RAISE (or psql stopping at an error) makes the server roll it all back.
-RESTORE_SCRIPT = r"""prelude=$1; expected=$2; shift 2
+# `sh -c RESTORE_SCRIPT runbook-restore PRELUDE SHA256 LOADED_SQL [pg_restore options]`, the dump on stdin.
+# An empty SHA256: --single-transaction, pg_restore opens with a BEGIN (inside ours: a warning, silenced
+# here) and ends with the one COMMIT; ours then finds no transaction (silenced too). Otherwise COMMIT is
+# ours, sent after the check and LOADED_SQL. On any failure a RAISE (or psql stopping at an error) makes
+# the server roll it all back.
+RESTORE_SCRIPT = r"""prelude=$1; expected=$2; loaded=$3; shift 3
 fail() { printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'runbook: $1'; END \$\$;"; }
 if [ -z "$expected" ]; then
   {
@@ -102,7 +104,7 @@ mkfifo -m 600 "$dir/sum" || exit 70
   if tee "$dir/sum" | pg_restore --clean --if-exists "$@" --file=-; then
     wait $!
     if [ "$(cut -c1-64 "$dir/sha256")" = "$expected" ]; then
-      printf '%s\n' 'COMMIT;'
+      printf '%s\n' '\pset tuples_only on' '\pset format unaligned' "$loaded" 'COMMIT;'
     else
       fail 'database.dump sha256 differs'
     fi
@@ -112,6 +114,12 @@ mkfifo -m 600 "$dir/sum" || exit 70
 } | psql -X -q -v ON_ERROR_STOP=1 --no-password
 """
 DAMAGED = "runbook: database.dump sha256 differs"
+# Read just before COMMIT: the rows the server inserted into each public table in this transaction. CLEAR_PUBLIC
+# dropped every public table at its start, so each one now was created and filled by the restore: these are
+# its rows, counted by the server as they were loaded, with no pass over them (and none, after COMMIT, that
+# would set the hint bits of every row). Nothing when the server keeps no counts (track_counts off).
+LOADED_SQL = ("SELECT 'runbook-loaded ' || coalesce(json_object_agg(relname, n_tup_ins - n_tup_del), '{}')"
+              " FROM pg_stat_xact_user_tables WHERE schemaname = 'public' AND current_setting('track_counts')::bool;")
 
 
 def checked_while_read(database: dict[str, object] | None) -> bool:
@@ -133,11 +141,12 @@ def _sha256(path: Path) -> str:
 
 
 def load_dump(target: Target, db: Database, dump: Path, *, sha256: str | None = None,
-              progress: Progress = no_progress, on_transfer: OnTransfer = no_transfer) -> None:
+              progress: Progress = no_progress, on_transfer: OnTransfer = no_transfer) -> dict[str, int] | None:
     """Replace db's public schema with a pg_dump archive in one transaction, streamed through the db service.
 
     With sha256 (a dump whose script has no transaction of its own), the restore commits only if the bytes
-    pg_restore read have that sha256; without it, the caller has checked the file, or trusts it.
+    pg_restore read have that sha256, and returns the rows it loaded into each public table (see
+    LOADED_SQL); without it, the caller has checked the file, or trusts it, and None is returned.
     """
     client = pg_client(target, db.settings)
     # A superuser puts every object back with its owner; anyone else can only own what it restores.
@@ -158,13 +167,25 @@ def load_dump(target: Target, db: Database, dump: Path, *, sha256: str | None = 
 
         with Sampler(on_transfer, sample):
             result = target.exec_from_file(client.service, ["sh", "-c", RESTORE_SCRIPT, "runbook-restore",
-                                                            CLEAR_PUBLIC, sha256 or "", *options],
+                                                            CLEAR_PUBLIC, sha256 or "", LOADED_SQL, *options],
                                            source, env=client.env)
     if result.exit_code == 0:
-        return
+        return loaded_rows(result.stdout) if sha256 else None
     # Name the cause: bytes that differ from the manifest (pg_restore may stumble on them first) or the rest.
     if sha256 and (DAMAGED in result.stderr or _sha256(dump) != sha256):
         raise SnapshotFailed(f"snapshot {dump.parent.name} is damaged: {DUMP} sha256 differs",
                              hint="the database was left as it was")
     failed = ExecResult(result.exit_code, result.stdout, result.stderr)
     raise RestoreFailed(first_error(failed, "the database restore") + "; the database was left as it was")
+
+
+def loaded_rows(stdout: str) -> dict[str, int] | None:
+    """Return {table: rows} from the restore's `runbook-loaded {json}` line; None without counts."""
+    for line in stdout.splitlines():
+        if line.startswith("runbook-loaded "):
+            try:
+                counts = json.loads(line.removeprefix("runbook-loaded "))
+            except ValueError:
+                return None
+            return {str(name): int(rows) for name, rows in counts.items()} or None
+    return None

@@ -85,12 +85,14 @@ def stats_sql(tables: list[tuple[str, str | None]]) -> str:
 Query = Callable[[str], list[list[Any]]]
 
 
-def table_stats(query: Query, kinds: dict[str, str | None] | None = None) -> dict[str, dict[str, Any]]:
+def table_stats(query: Query, kinds: dict[str, str | None] | None = None,
+                known: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Return {table: {rows, checksum}} for every table of the public schema.
 
     Without `kinds` (a snapshot), every table up to CHECKSUM_MAX_BYTES gets a checksum, hashed from its
     binary values where every column's type allows it. With `kinds` (a check against a manifest), each
-    table is summed as named there and any other table is only counted.
+    table is summed as named there and any other table is only counted, or not even read when `known`
+    already holds its rows.
     """
     found = query(TABLES_SQL)
     if not found:
@@ -104,8 +106,10 @@ def table_stats(query: Query, kinds: dict[str, str | None] | None = None) -> dic
                 for name, size, binary in found]
     else:
         plan = [(str(name), kinds.get(str(name))) for name, _, _ in found]
-    stats: dict[str, dict[str, Any]] = {}
-    for i, rows, checksum in query(stats_sql(plan)):
+    stats: dict[str, dict[str, Any]] = {name: {"rows": known[name], "checksum": None, "loaded": True}
+                                        for name, kind in plan if kind is None and known and name in known}
+    plan = [(name, kind) for name, kind in plan if name not in stats]
+    for i, rows, checksum in query(stats_sql(plan)) if plan else []:
         stats[plan[int(i)][0]] = {"rows": int(rows), "checksum": None if checksum in (None, "") else str(checksum)}
     return dict(sorted(stats.items()))
 

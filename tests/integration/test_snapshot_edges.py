@@ -192,6 +192,32 @@ def test_a_snapshot_of_manifest_format_1_still_restores_and_checks(seeded: Path,
     assert db_state() == state
 
 
+def test_a_table_without_checksum_is_counted_as_the_restore_loads_it(seeded: Path, runbook_cli: list[str]) -> None:
+    execute(PARTITIONED)
+    state = db_state()
+    snapshot_id, _ = take(runbook_cli, seeded)
+    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    tables = manifest["database"]["tables"]
+    # As a table over 512 MB is snapshotted: counted, no checksum. The check then reads the rows the server
+    # inserted in the restore's own transaction instead of counting the table again.
+    tables["measurement_2025"]["checksum"] = None
+    path.write_text(json.dumps(manifest))
+    execute("DELETE FROM measurement WHERE id % 3 = 0")
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (f"({len(tables) - 1} checksummed, 1 counted by the server as the restore loaded them)"
+            in proc.stdout), proc.stdout
+    assert db_state() == state
+
+    tables["measurement_2025"]["rows"] += 3
+    path.write_text(json.dumps(manifest))
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    rows = tables["measurement_2025"]["rows"]
+    assert f"- measurement_2025: {rows - 3} rows, the snapshot had {rows}" in proc.stderr
+
+
 def test_a_restore_that_differs_from_its_manifest_exits_3_and_lists_the_differences(
         seeded: Path, runbook_cli: list[str]) -> None:
     snapshot_id, _ = take(runbook_cli, seeded)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from runbook.database import describe_holder, run_application_name
 from runbook.restore_check import differences
+from runbook.restore_dump import loaded_rows
 from runbook.snapshot_dump import DumpReport, parse_read_back, parse_report, size_problems, stream_problem
+from runbook.snapshot_tables import TABLES_SQL, table_stats
 
 TABLES = {"customer": {"rows": 3, "checksum": "c1"}, "Odd x": {"rows": 0, "checksum": "c2"}}
 MANIFEST = {
@@ -98,3 +100,25 @@ def test_the_lock_holder_names_pid_host_and_start_whatever_the_playbook_name() -
     assert describe_holder(name, "127.0.0.1/32", "2026-12-02T05:00:01Z") == (
         f"{name} (client 127.0.0.1/32, connected at 2026-12-02T05:00:01Z)")
     assert describe_holder(None, None, None) == "a session with no name (a local socket client, connected at ?)"
+
+
+def test_rows_loaded_by_the_restore_are_read_from_its_last_line() -> None:
+    assert loaded_rows('runbook-loaded { "big" : 7000000, "Odd x" : 0 }\n') == {"big": 7_000_000, "Odd x": 0}
+    assert loaded_rows("runbook-loaded {}\n") is None  # track_counts off: every table is counted instead
+    assert loaded_rows("") is None
+
+
+def test_a_check_reads_only_the_tables_it_must() -> None:
+    asked: list[str] = []
+
+    def query(text: str) -> list[list[object]]:
+        asked.append(text)
+        if text == TABLES_SQL:
+            return [["big", 10**10, True], ["small", 10, True], ["new", 10, True]]
+        return [[0, 5, "h:1"], [1, 2, None]]  # the statement's tables, in the order they were asked
+
+    stats = table_stats(query, {"big": None, "small": "h"}, known={"big": 70, "small": 5})
+    assert stats == {"big": {"rows": 70, "checksum": None, "loaded": True}, "small": {"rows": 5, "checksum": "h:1"},
+                     "new": {"rows": 2, "checksum": None}}
+    assert 'FROM public."big"' not in asked[1]  # its rows are known and it has no checksum: not read
+    assert 'FROM public."small" t' in asked[1] and 'FROM public."new"' in asked[1]
