@@ -1,11 +1,12 @@
 """Put a snapshot back: prove its parts, restore the database in one transaction, then the files, then check.
 
-The order is the safety argument. Every part is checked against the manifest's sha256 before anything is
-touched, so a damaged snapshot changes nothing. The database goes back in a single transaction that
-first drops every object of the public schema (tables made after the snapshot too) and then replays the
-dump, so it either ends exactly as snapshotted or stays as it was. Only then are the migration files
-written back, and the result is compared with the manifest: history rows, every table's row count and
-checksum, every file's sha256.
+The order is the safety argument. Every part is checked against the manifest's size and sha256 before
+anything is touched, except the dump's sha256, which is checked by the restore itself as it reads the
+dump (restore_dump): the transaction commits only when it matches, so a damaged snapshot changes nothing.
+The database goes back in a single transaction that first drops every object of the public schema
+(tables made after the snapshot too) and then replays the dump, so it either ends exactly as snapshotted
+or stays as it was. Only then are the migration files written back, and the result is compared with the
+manifest (restore_check): history rows, every table's row count and checksum, every file's sha256.
 """
 
 from __future__ import annotations
@@ -17,89 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbook.artifacts.snapshot import (
-    DUMP,
-    FILES,
-    HISTORY,
-    Progress,
-    file_entry,
-    find_files,
-    first_error,
-    history_rows,
-    human_size,
-    load_manifest,
-    locked_session,
-    no_progress,
-    pg_client,
-    read_archive,
-    reading,
-    table_stats,
-)
+from runbook.artifacts.restore_check import check_restored, file_digests
+from runbook.artifacts.restore_dump import checked_while_read, load_dump
+from runbook.artifacts.snapshot import locked_session
+from runbook.artifacts.snapshot_files import find_files, read_archive
+from runbook.artifacts.snapshot_manifest import DUMP, FILES, FORMAT, HISTORY, file_entry, load_manifest
 from runbook.config import Config
 from runbook.database.postgres import Database
-from runbook.errors import EnvironmentNotReady, InputError, RestoreFailed, RunbookError, SnapshotFailed
+from runbook.errors import InputError, RestoreFailed, RunbookError, SnapshotFailed
+from runbook.progress import OnTransfer, Progress, no_progress, no_transfer
 from runbook.targets.base import Target
-
-# Runs first, in the restore's own transaction: without it, tables made after the snapshot would stay, and
-# `--clean` would fail on anything of theirs that depends on a snapshotted object (a foreign key, a view).
-# Extension members are left to the extension. The public schema itself (owner, grants) stays.
-CLEAR_PUBLIC = r"""BEGIN;
-SET LOCAL lock_timeout = '60s';
-SET LOCAL statement_timeout = 0;
-DO $runbook$
-DECLARE
-  r record;
-BEGIN
-  FOR r IN
-    SELECT format('DROP %s IF EXISTS public.%I CASCADE',
-                  CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                                 WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
-                  c.relname) AS stmt
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                      AND d.objid = c.oid AND d.deptype = 'e')
-    ORDER BY c.relkind = 'S', c.relname
-  LOOP
-    EXECUTE r.stmt;
-  END LOOP;
-  FOR r IN
-    SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure) AS stmt
-    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-    WHERE n.nspname = 'public'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                      AND d.objid = p.oid AND d.deptype = 'e')
-  LOOP
-    EXECUTE r.stmt;
-  END LOOP;
-  FOR r IN
-    SELECT format('DROP %s IF EXISTS %s CASCADE', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
-                  t.oid::regtype) AS stmt
-    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-    WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r', 'c')
-      AND (t.typtype <> 'c' OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                      AND d.objid = t.oid AND d.deptype = 'e')
-  LOOP
-    EXECUTE r.stmt;
-  END LOOP;
-END
-$runbook$;"""
-
-# The dump arrives on stdin. psql applies the prelude, then pg_restore's script; COMMIT is sent only when
-# pg_restore read the whole archive, otherwise an error makes psql stop and the server roll everything back.
-# Without --single-transaction, pg_restore wraps large objects in a BEGIN/COMMIT of its own, and that
-# COMMIT would end our transaction half way. With it, pg_restore opens with a BEGIN (inside ours: a
-# warning, silenced here) and ends with the one COMMIT; ours then finds no transaction (silenced too).
-RESTORE_SCRIPT = r"""prelude=$1; shift
-{
-  printf '%s\n' "$prelude" 'SET LOCAL client_min_messages = error;'
-  if pg_restore --clean --if-exists --single-transaction "$@" --file=-; then
-    printf '%s\n' 'SET client_min_messages = error;' 'COMMIT;'
-  else
-    printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'runbook: pg_restore could not read the snapshot'; END \$\$;"
-  fi
-} | psql -X -q -v ON_ERROR_STOP=1 --no-password"""
 
 
 @dataclass
@@ -122,8 +50,16 @@ class RestoreOutcome:
                 "problems": list(self.problems)}
 
 
-def verify_parts(snapshot_id: str, directory: Path, manifest: dict[str, Any]) -> None:
-    """Raise SnapshotFailed unless every part is on disk with the manifest's size and sha256."""
+def verify_parts(snapshot_id: str, directory: Path, manifest: dict[str, Any], *,
+                 without_sha256: frozenset[str] = frozenset()) -> None:
+    """Raise SnapshotFailed unless every part is on disk with the manifest's size and sha256.
+
+    The parts named in without_sha256 are checked by size only: their sha256 is checked as they are read.
+    """
+    version = manifest.get("format", 1)
+    if not isinstance(version, int) or version > FORMAT:
+        raise InputError(f"snapshot {snapshot_id} has manifest format {version}; this runbook reads up to {FORMAT}",
+                         hint="restore it with the runbook version that took it, or a newer one")
     parts = manifest.get("parts") or []
     if not parts:
         raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: its manifest lists no parts")
@@ -134,7 +70,7 @@ def verify_parts(snapshot_id: str, directory: Path, manifest: dict[str, Any]) ->
         if path.stat().st_size != part["size"]:
             raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: {part['file']} size differs "
                                  f"({path.stat().st_size} bytes, the manifest says {part['size']})")
-        if file_entry(path)["sha256"] != part["sha256"]:
+        if part["file"] not in without_sha256 and file_entry(path)["sha256"] != part["sha256"]:
             raise SnapshotFailed(f"snapshot {snapshot_id} is damaged: {part['file']} sha256 differs")
 
 
@@ -154,15 +90,27 @@ def parse_only(text: str | None) -> frozenset[str]:
 
 
 def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: str,
-                     *, progress: Progress = no_progress, only: frozenset[str] = frozenset(PARTS)) -> RestoreOutcome:
-    """Verify, restore and check one snapshot (or only some of its parts); the caller holds the run lock."""
+                     *, progress: Progress = no_progress, only: frozenset[str] = frozenset(PARTS),
+                     on_transfer: OnTransfer = no_transfer) -> RestoreOutcome:
+    """Verify, restore and check one snapshot (or only some of its parts); the caller holds the run lock.
+
+    A dump that is not restored (`--only history,files`) is not read, so only its size is checked.
+    """
     directory, manifest = load_manifest(config.artifacts_dir(), snapshot_id)
-    verify_parts(snapshot_id, directory, manifest)
-    parts = {p["file"] for p in manifest["parts"]}
-    progress(f"snapshot {snapshot_id}: {len(parts)} parts match their sha256")
+    parts = {p["file"] for p in manifest.get("parts") or []}
+    restoring = "database" in only and DUMP in parts
+    streamed = restoring and checked_while_read(manifest.get("database"))
+    unread = frozenset({DUMP}) if streamed or not restoring else frozenset()
+    verify_parts(snapshot_id, directory, manifest, without_sha256=unread)
+    hashed = sorted(parts - unread)
+    progress(f"snapshot {snapshot_id}: {', '.join(hashed) or 'no part'} match their sha256"
+             + (f"; {DUMP}'s is checked as it is read" if streamed else ""))
     outcome = RestoreOutcome(snapshot_id)
-    if "database" in only and DUMP in parts:
-        _restore_database(target, db, directory / DUMP, outcome, progress)
+    loaded = None
+    if restoring:
+        sha256 = next(p["sha256"] for p in manifest["parts"] if p["file"] == DUMP) if streamed else None
+        loaded = load_dump(target, db, directory / DUMP, sha256=sha256, progress=progress, on_transfer=on_transfer)
+        outcome.restored.append("database")
     elif "database" in only:
         outcome.notes.append("the snapshot has no database dump: the database was not restored")
     elif "history" in only and HISTORY in parts:
@@ -177,17 +125,19 @@ def restore_snapshot(target: Target, db: Database, config: Config, snapshot_id: 
     if "files" not in only:
         checked.pop("files", None)
     history = "history" in only or ("database" in only and DUMP in parts)
-    _check(target, db, directory, checked, outcome, history=history)
+    check_restored(target, db, directory, checked, outcome, history=history, loaded=loaded)
     outcome.notes.extend(w for w in target.warnings if w not in outcome.notes)
     return outcome
 
 
 def restore_now(config: Config, target: Target, snapshot_id: str,
-                *, progress: Progress = no_progress, only: frozenset[str] = frozenset(PARTS)) -> RestoreOutcome:
+                *, progress: Progress = no_progress, only: frozenset[str] = frozenset(PARTS),
+                on_transfer: OnTransfer = no_transfer) -> RestoreOutcome:
     """`runbook restore ID`: the same restore under the run lock, so it cannot race a run."""
     load_manifest(config.artifacts_dir(), snapshot_id)  # an unknown id fails before any lock or connection
     with locked_session(config, target, f"restore {snapshot_id}") as db:
-        return restore_snapshot(target, db, config, snapshot_id, progress=progress, only=only)
+        return restore_snapshot(target, db, config, snapshot_id, progress=progress, only=only,
+                                on_transfer=on_transfer)
 
 
 # The history rows as the snapshot holds them (django_migrations: app, name; alembic_version: the revision),
@@ -220,45 +170,6 @@ def _restore_history(db: Database, history: dict[str, Any], outcome: RestoreOutc
     progress("history rows written back; the data tables were not touched")
 
 
-def _is_superuser(db: Database) -> bool:
-    rows = db.query("SELECT CASE WHEN rolsuper THEN 1 ELSE 0 END FROM pg_roles WHERE rolname = current_user")[1]
-    return bool(rows) and int(rows[0][0]) == 1
-
-
-def _restore_database(target: Target, db: Database, dump: Path, outcome: RestoreOutcome,
-                      progress: Progress) -> None:
-    load_dump(target, db, dump, progress=progress)
-    outcome.restored.append("database")
-
-
-def load_dump(target: Target, db: Database, dump: Path, *, progress: Progress = no_progress) -> None:
-    """Replace db's public schema with a pg_dump archive in one transaction, streamed through the db service."""
-    client = pg_client(target, db.settings)
-    # A superuser puts every object back with its owner; anyone else can only own what it restores.
-    options = [] if _is_superuser(db) else ["--no-owner"]
-    progress(f"restoring the database from {DUMP} ({human_size(dump.stat().st_size)}) in one transaction")
-    result = target.exec_from_file(client.service, ["sh", "-c", RESTORE_SCRIPT, "runbook-restore",
-                                                    CLEAR_PUBLIC, *options], dump, env=client.env)
-    if result.exit_code != 0:
-        raise RestoreFailed(first_error(result, "the database restore") + "; the database was left as it was")
-
-
-def file_digests(target: Target, root: str, files: list[str]) -> dict[str, str]:
-    """Return {relative path: sha256} of files in the backend: one sha256sum, or file by file without it."""
-    if not files:
-        return {}
-    result = target.exec("backend", ["sha256sum", "--", *files], workdir=root, timeout=600)
-    if result.exit_code == 0 and not result.truncated:
-        digests = {}
-        for line in result.stdout.splitlines():
-            digest, _, name = line.partition("  ")
-            if name:
-                digests[posixpath.normpath(name)] = digest.strip()
-        if sorted(digests) == sorted(files):
-            return digests
-    return {f: hashlib.sha256(target.read_file("backend", posixpath.join(root, f))).hexdigest() for f in files}
-
-
 def _restore_files(target: Target, archive: Path, info: dict[str, Any], outcome: RestoreOutcome,
                    progress: Progress) -> None:
     root, wanted = info["root"], read_archive(archive)
@@ -279,71 +190,3 @@ def _restore_files(target: Target, archive: Path, info: dict[str, Any], outcome:
     outcome.restored.append(f"migration files ({written} written, {deleted} deleted, "
                             f"{len(wanted) - written} unchanged)")
     progress(f"migration files: {written} written back, {deleted} made after the snapshot deleted")
-
-
-def _check(target: Target, db: Database, directory: Path, manifest: dict[str, Any],
-           outcome: RestoreOutcome, *, history: bool = True) -> None:
-    """Read the live state back and compare it with the manifest; every difference is a problem."""
-    history_path = directory / HISTORY
-    history_then = json.loads(history_path.read_text()) if history and history_path.exists() else None
-    now: dict[str, Any] = {}
-    history_now: dict[str, Any] = {}
-    try:
-        with reading(db, f"runbook check {outcome.snapshot}") as (query, _):
-            now = table_stats(query) if manifest.get("database") else {}
-            if history_then is not None:
-                history_now = history_rows(query)
-    except EnvironmentNotReady:
-        raise
-    except RunbookError as exc:
-        outcome.problems.append(f"could not read the database back: {exc}")
-        return
-    files = manifest.get("files")
-    digests = None
-    if files:
-        digests = file_digests(target, files["root"], find_files(target, files["root"], files["patterns"]))
-    problems, checked = differences(manifest, now, history_then, history_now, digests)
-    outcome.problems += problems
-    outcome.checked += checked
-
-
-def differences(manifest: dict[str, Any], tables_now: dict[str, Any], history_then: dict[str, Any] | None,
-                history_now: dict[str, Any], digests: dict[str, str] | None) -> tuple[list[str], list[str]]:
-    """Compare what was read back with the manifest; return the differences and what was checked."""
-    problems: list[str] = []
-    checked: list[str] = []
-    database = manifest.get("database")
-    if database:
-        before, now = database["tables"], tables_now
-        extra, missing = sorted(set(now) - set(before)), sorted(set(before) - set(now))
-        if extra:
-            problems.append(f"tables not in the snapshot: {', '.join(extra)}")
-        if missing:
-            problems.append(f"tables missing: {', '.join(missing)}")
-        summed = 0
-        for name in sorted(set(now) & set(before)):
-            if now[name]["rows"] != before[name]["rows"]:
-                problems.append(f"{name}: {now[name]['rows']} rows, the snapshot had {before[name]['rows']}")
-            elif before[name]["checksum"] and now[name]["checksum"] != before[name]["checksum"]:
-                problems.append(f"{name}: same row count, different contents")
-            summed += now[name]["rows"]
-        hashed = sum(1 for t in before.values() if t["checksum"])
-        checked.append(f"{len(before)} tables, {summed:,} rows ({hashed} checksummed)")
-    if history_then is not None:
-        for table in sorted(set(history_then) | set(history_now)):
-            if history_then.get(table) != history_now.get(table):
-                then, now_rows = history_then.get(table) or [], history_now.get(table) or []
-                gone = [" ".join(map(str, r)) for r in then if r not in now_rows]
-                new = [" ".join(map(str, r)) for r in now_rows if r not in then]
-                detail = "; ".join(([f"missing {', '.join(gone[:3])}"] if gone else [])
-                                   + ([f"extra {', '.join(new[:3])}"] if new else []))
-                problems.append(f"{table} rows differ from the snapshot" + (f" ({detail})" if detail else ""))
-        checked.append("history rows (" + ", ".join(f"{t} {len(r)}" for t, r in history_then.items()) + ")")
-    files = manifest.get("files")
-    if files and digests is not None:
-        expected = {f["path"]: f["sha256"] for f in files["list"]}
-        if digests != expected:
-            differ = sorted(p for p in set(expected) | set(digests) if expected.get(p) != digests.get(p))
-            problems.append(f"migration files differ: {', '.join(differ[:5])}")
-        checked.append(f"{len(expected)} migration files")
-    return problems, checked

@@ -99,6 +99,9 @@ class Progress:
         self.role = "step"
         self.live = console.is_terminal if live is None else live
         self._status: Any = None
+        from runbook.cli.transfers import TransferDisplay
+
+        self.transfers = TransferDisplay(console, live=self.live)  # the snapshot's and a rollback's bar
 
     def _start_status(self, data: dict[str, Any]) -> None:
         from rich.live import Live  # imported here: only a run on a terminal shows one
@@ -112,6 +115,7 @@ class Progress:
 
     def close(self) -> None:
         """Take the live status line away (the step ended, or the run stopped mid-step)."""
+        self.transfers.close()
         if self._status is not None:
             self._status.stop()
             self._status = None
@@ -137,6 +141,8 @@ class Progress:
             console.print(f"[bold]== {data['name']}[/bold]")
         elif kind == "note":
             console.print(f"   {self._masked(data['text'])}")
+        elif kind == "transfer":
+            self.transfers(data["transfer"])
         elif kind == "warning":
             self._flush()
             console.print(f"   [yellow]warning: {self._masked(data['text'])}[/yellow]")

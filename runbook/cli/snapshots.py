@@ -18,10 +18,16 @@ from runbook.cli.state import state
 def take() -> None:
     """Take a snapshot now: database dump, history rows, migration files (listed as playbook "manual")."""
     from runbook.artifacts.snapshot import snapshot_now, summary
+    from runbook.cli.transfers import TransferDisplay
     from runbook.engine.prepare import load_project_config, make_target
 
     config = load_project_config(state.options)
-    manifest = snapshot_now(config, make_target(config, state.options), progress=print_note)
+    display = TransferDisplay(console)
+    try:
+        manifest = snapshot_now(config, make_target(config, state.options), progress=print_note,
+                                on_transfer=display)
+    finally:
+        display.close()
     facts = summary(manifest)
     console.print(f"snapshot {facts['id']} written: {facts['size']}"
                   + (f", {facts['tables']}" if "tables" in facts else ""))
@@ -80,8 +86,14 @@ def restore(
         if not confirm(f"Replace {what} with snapshot {snapshot_id}? "
                        + ("Everything written since is lost" if whole else "The data rows are not touched")):
             raise Refused("not confirmed; nothing was restored")
-    outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=print_note,
-                          only=parts)
+    from runbook.cli.transfers import TransferDisplay
+
+    display = TransferDisplay(console)
+    try:
+        outcome = restore_now(config, make_target(config, state.options), snapshot_id, progress=print_note,
+                              only=parts, on_transfer=display)
+    finally:
+        display.close()
     for note in outcome.notes:
         console.print(f"   note: {escape(note)}")
     console.print(escape(f"restored: {'; '.join(outcome.restored) or 'nothing'}"))

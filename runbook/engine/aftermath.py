@@ -73,7 +73,8 @@ class Aftermath:
         else:
             try:
                 database.ensure_idle()
-                outcome = restore_snapshot(self.target, database, self.config, snapshot_id, progress=self._note)
+                outcome = restore_snapshot(self.target, database, self.config, snapshot_id, progress=self._note,
+                                           on_transfer=lambda transfer: self.emit("transfer", transfer=transfer))
             except RunbookError as exc:
                 result.rollback = {"snapshot": snapshot_id, "status": "failed", "error": str(exc)}
                 text = f"rollback FAILED: {exc}; once the cause is fixed: runbook restore {snapshot_id}"

@@ -266,7 +266,8 @@ class Executor:
         if spec.history or spec.database or spec.files:
             # Raises SnapshotFailed (exit 1) when any part fails: then no step runs.
             manifest = take_snapshot(self.target, ctx.database, self.config, plan.playbook.name, spec,
-                                     progress=lambda text: self._emit("note", text=self.redactor.text(text)))
+                                     progress=lambda text: self._emit("note", text=self.redactor.text(text)),
+                                     on_transfer=lambda transfer: self._emit("transfer", transfer=transfer))
             result.snapshot = snapshot_summary(manifest)
             self._manifest = manifest
             self._emit("note", text=f"snapshot {manifest['id']} written")

@@ -167,7 +167,7 @@ class Rehearsal:
 
     def enter(self, ctx: RunContext, manifest: dict[str, Any]) -> RunContext:
         """Make the database and file copies from the snapshot; return the context the steps run in."""
-        from runbook.artifacts.restore import load_dump
+        from runbook.artifacts.restore_dump import checked_while_read, load_dump
         from runbook.artifacts.snapshot import DUMP
         from runbook.database.connection import open_database
         from runbook.frameworks.context import RunContext
@@ -185,7 +185,10 @@ class Rehearsal:
         settings = dataclasses.replace(self.real.settings, dbname=self.copy)
         self.copy_db = open_database(self.target, settings, f"runbook rehearsal {self.short_id}")
         self.note(f"restoring snapshot {manifest['id']} into {self.copy}")
-        load_dump(self.target, self.copy_db, dump, progress=self.note)
+        # The copy also proves the snapshot: its dump is checked against the manifest's sha256 as it is read.
+        sha256 = next((p["sha256"] for p in manifest.get("parts") or [] if p["file"] == DUMP), None) \
+            if checked_while_read(manifest.get("database")) else None
+        load_dump(self.target, self.copy_db, dump, sha256=sha256, progress=self.note)
         config, target = self._copy_files()
         self.facts["backend_env"] = ", ".join(f"{k}" for k in sorted(self.overrides))
         self.note(f"the backend runs in {self.files_copy} with {self.facts['backend_env']} pointed at "

@@ -8,6 +8,7 @@ for the report; the compose target maps it to a running container.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -119,6 +120,11 @@ class Warnings(Sequence[str]):
         return f"Warnings({self._messages!r})"
 
 
+def open_source(src: Path | BinaryIO) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Open a path to stream from, or pass a file the caller opened through (left open for it)."""
+    return contextlib.nullcontext(src) if hasattr(src, "read") else open(src, "rb")  # type: ignore[arg-type, return-value]
+
+
 @dataclass
 class DatabaseSettings:
     """How to reach PostgreSQL; `password` never goes into a report."""
@@ -205,12 +211,15 @@ class Target(Protocol):
         self,
         service: str,
         argv: Sequence[str],
-        src: Path,
+        src: Path | BinaryIO,
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run argv with the file src streamed to its stdin in constant memory; keep stdout and stderr."""
+        """Run argv with the file src streamed to its stdin in constant memory; keep stdout and stderr.
+
+        src may be a file the caller opened (and keeps): its offset then shows how far the command read.
+        """
         ...
 
     def read_file(self, service: str, path: str) -> bytes:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
@@ -25,6 +25,7 @@ from runbook.targets.base import (
     Warnings,
     create_output_file,
     file_error,
+    open_source,
 )
 from runbook.targets.capture import OutputBuffer, exec_result
 
@@ -145,12 +146,12 @@ class LocalTarget:
         self,
         service: str,
         argv: Sequence[str],
-        src: Path,
+        src: Path | BinaryIO,
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        with open(src, "rb") as source:
+        with open_source(src) as source:
             return self._run(argv, self._root, env, source, subprocess.PIPE, timeout, None)
 
     def _run(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None, stdin: Any, stdout: Any,

@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from runbook.targets.base import (
     DatabaseSettings,
@@ -106,9 +107,13 @@ class RecordingTarget:
             sink.write(result.stdout.encode())
         return ExecResult(result.exit_code, "", result.stderr, result.duration, result.timed_out)
 
-    def exec_from_file(self, service: str, argv: Sequence[str], src: Path, *, env: Mapping[str, str] | None = None,
-                       timeout: float | None = None) -> ExecResult:
-        return self._answer(Call("exec_from_file", service, tuple(argv), path=str(src), env=dict(env or {}),
+    def exec_from_file(self, service: str, argv: Sequence[str], src: Path | BinaryIO, *,
+                       env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
+        name = str(src)
+        if not isinstance(src, Path):  # a file the caller opened: the command reads it all, as a real one would
+            src.read()
+            name = str(getattr(src, "name", "<stream>"))
+        return self._answer(Call("exec_from_file", service, tuple(argv), path=name, env=dict(env or {}),
                                  timeout=timeout))
 
     def read_file(self, service: str, path: str) -> bytes:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from stack import (
     db_settings,
     make_template,
@@ -128,6 +129,9 @@ def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Pa
     state = db_state()
     assert len(state["large objects"]) == 5
     snapshot_id, _ = take_snapshot(runbook_cli, seeded)
+    database = json.loads((seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json").read_text())["database"]
+    # pg_restore wraps large objects in a transaction of its own: such a dump is hashed before it is restored.
+    assert database["large_objects"] == 5 and database["transaction_blocks"] >= 1
 
     execute("SELECT lo_unlink(body) FROM document WHERE id > 3; DELETE FROM document WHERE id > 3;"
             "DELETE FROM customer_customer WHERE id % 2 = 0 AND id NOT IN "
@@ -148,7 +152,71 @@ def test_large_objects_come_back_and_a_failed_restore_changes_nothing(seeded: Pa
 
     proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "database.dump, files.tar.gz, history.json match their sha256" in proc.stdout
     assert db_state() == state
+
+
+# How manifest format 1 summed a table: md5 of each row's text, added up as two 64-bit halves.
+FORMAT_1_CHECKSUM = """
+SELECT md5(coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text || ':'
+           || coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text)
+FROM (SELECT md5(t::text) AS h FROM {} t) s
+"""
+
+
+def test_a_snapshot_of_manifest_format_1_still_restores_and_checks(seeded: Path, runbook_cli: list[str]) -> None:
+    execute(PARTITIONED)
+    state = db_state()
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
+    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    # As runbook wrote it before format 2: md5 checksums, nothing said of the dump's own transactions.
+    manifest["format"] = 1
+    for key in ("compression", "large_objects", "transaction_blocks"):
+        del manifest["database"][key]
+    with psycopg.connect(**DB) as conn:
+        for key, value in {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+                           "extra_float_digits": "3", "bytea_output": "hex"}.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
+        for name, table in manifest["database"]["tables"].items():
+            [table["checksum"]] = conn.execute(
+                sql.SQL(FORMAT_1_CHECKSUM).format(sql.Identifier(name))).fetchone()
+    path.write_text(json.dumps(manifest))
+
+    execute("DELETE FROM measurement WHERE id % 3 = 0; DELETE FROM customer_customer WHERE id % 2 = 0 AND id NOT IN "
+            "(SELECT customer_id FROM customer_contact_customercontact)")
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "database.dump, files.tar.gz, history.json match their sha256" in proc.stdout  # hashed first
+    tables = len(manifest["database"]["tables"])
+    assert f"checked: {tables} tables, " in proc.stdout and f"({tables} checksummed)" in proc.stdout
+    assert db_state() == state
+
+
+def test_a_table_without_checksum_is_counted_as_the_restore_loads_it(seeded: Path, runbook_cli: list[str]) -> None:
+    execute(PARTITIONED)
+    state = db_state()
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
+    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    tables = manifest["database"]["tables"]
+    # As a table over 512 MB is snapshotted: counted, no checksum. The check then reads the rows the server
+    # inserted in the restore's own transaction instead of counting the table again.
+    tables["measurement_2025"]["checksum"] = None
+    path.write_text(json.dumps(manifest))
+    execute("DELETE FROM measurement WHERE id % 3 = 0")
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (f"({len(tables) - 1} checksummed, 1 counted by the server as the restore loaded them)"
+            in proc.stdout), proc.stdout
+    assert db_state() == state
+
+    tables["measurement_2025"]["rows"] += 3
+    path.write_text(json.dumps(manifest))
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    rows = tables["measurement_2025"]["rows"]
+    assert f"- measurement_2025: {rows - 3} rows, the snapshot had {rows}" in proc.stderr
 
 
 def test_a_restore_that_differs_from_its_manifest_exits_3_and_lists_the_differences(

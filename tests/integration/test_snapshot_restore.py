@@ -269,6 +269,29 @@ def test_a_damaged_snapshot_is_refused_before_anything_changes(seeded: Path, run
     assert files_state(seeded) == files
 
 
+def test_a_dump_damaged_where_pg_restore_cannot_tell_is_refused_by_its_sha256(seeded: Path,
+                                                                            runbook_cli: list[str]) -> None:
+    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
+    dump = seeded / ".runbook" / "snapshots" / snapshot_id / "database.dump"
+    data = dump.read_bytes()
+    # The server's version in the archive's header: pg_restore only prints it, so it reads the file whole.
+    at = data.index(b"(Debian ")
+    dump.write_bytes(data[:at] + b"(Debiaq " + data[at + 8:])
+    execute(MUTATIONS)
+    mutate_files(seeded)
+    state, files = db_state(), files_state(seeded)
+
+    proc = run_cli(runbook_cli, seeded, "restore", snapshot_id, "--yes")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    # No pass over the dump before the restore: the restore read it, and would not commit.
+    assert "database.dump's is checked as it is read" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("runbook: error:")]
+    assert errors == [f"runbook: error: snapshot {snapshot_id} is damaged: database.dump sha256 differs "
+                      "(the database was left as it was)"], proc.stderr
+    assert db_state() == state
+    assert files_state(seeded) == files
+
+
 def test_restore_without_yes_and_no_terminal_is_refused(seeded: Path, runbook_cli: list[str]) -> None:
     snapshot_id, _ = take_snapshot(runbook_cli, seeded)
     execute("DELETE FROM extra_event WHERE id > 100")
@@ -315,6 +338,13 @@ BROKEN_DUMPS = {
     "fails": ("echo 'pg_dump: error: simulated failure' >&2; exit 1", "pg_dump exited 1: pg_dump: error: simulated"),
     "not-a-dump": ("echo 'hello'", "database.dump is not a pg_dump custom-format archive"),
     "cut-short": ('/usr/lib/postgresql/15/bin/pg_dump "$@" | head -c 60000', "reading all of database.dump back"),
+    # One bit flipped half way, in a table's compressed rows: the pg_restore reading the stream stops there.
+    # (Killed by SIGPIPE when it does, as pg_dump itself would be.)
+    "corrupted": ('/usr/lib/postgresql/15/bin/pg_dump "$@" | python3 -c "import signal, sys; '
+                  'signal.signal(signal.SIGPIPE, signal.SIG_DFL); d = bytearray(sys.stdin.buffer.read()); '
+                  'd[len(d) // 2] ^= 1; sys.stdout.buffer.write(d)"',
+                  "reading all of database.dump back with pg_restore exited 1: pg_restore: error: could not "
+                  "uncompress data"),
     # A whole, readable dump of other data (here a copy missing rows): only counting its rows shows it.
     "other-rows": ("exec /usr/lib/postgresql/15/bin/pg_dump --format=custom --no-password --dbname=shop_copy",
                    "database.dump holds 10 rows of table extra_tag, the database had 2,500"),

@@ -15,11 +15,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from runbook.errors import EnvironmentNotReady, InputError, RunbookError, StepFailed
-from runbook.targets.base import ExecResult, OutputCallback, create_output_file
+from runbook.targets.base import ExecResult, OutputCallback, create_output_file, open_source
 from runbook.targets.compose.containers import Containers, first_line, reason
 from runbook.targets.compose.docker_sdk import docker
 from runbook.targets.compose.hijack import STDOUT, HijackedExec, UnsupportedTransport
@@ -212,12 +212,12 @@ class Execs:
         self,
         service: str,
         argv: Sequence[str],
-        src: Path,
+        src: Path | BinaryIO,
         *,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        with open(src, "rb") as source:
+        with open_source(src) as source:
             return self._exec_streaming(service, argv, env, timeout, source=source, sink=None)
 
     def hijack_supported(self, stdin: bool) -> bool:

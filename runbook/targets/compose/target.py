@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runbook.config import Config
 from runbook.targets.base import DatabaseSettings, ExecResult, OutputCallback
@@ -76,7 +76,7 @@ class ComposeTarget:
                      env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
         return self.execs.exec_to_file(service, argv, dest, env=env, timeout=timeout)
 
-    def exec_from_file(self, service: str, argv: Sequence[str], src: Path, *,
+    def exec_from_file(self, service: str, argv: Sequence[str], src: Path | BinaryIO, *,
                        env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
         return self.execs.exec_from_file(service, argv, src, env=env, timeout=timeout)
 

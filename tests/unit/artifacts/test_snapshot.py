@@ -13,7 +13,8 @@ import pytest
 
 from runbook.artifacts.report import render_markdown, summary_lines
 from runbook.artifacts.restore import RestoreOutcome, verify_parts
-from runbook.artifacts.snapshot import file_entry, list_snapshots, load_manifest, new_snapshot_id, stats_sql, summary
+from runbook.artifacts.snapshot_manifest import file_entry, list_snapshots, load_manifest, new_snapshot_id, summary
+from runbook.artifacts.snapshot_tables import checksum_kind, stats_sql
 from runbook.config import Config
 from runbook.errors import InputError, SnapshotFailed
 from runbook.redact import Redactor
@@ -101,6 +102,29 @@ def test_verify_parts_names_the_damaged_part(tmp_path):
         verify_parts("S1", directory, manifest)
 
 
+def test_a_dump_checked_as_it_is_read_is_only_measured_before(tmp_path):
+    directory = _snapshot(tmp_path, "S1")
+    _, manifest = load_manifest(tmp_path / ".runbook", "S1")
+    data = bytearray((directory / "database.dump").read_bytes())
+    data[500] ^= 0xFF
+    (directory / "database.dump").write_bytes(bytes(data))
+    verify_parts("S1", directory, manifest, without_sha256=frozenset({"database.dump"}))
+    (directory / "database.dump").write_bytes(bytes(data[:-1]))
+    with pytest.raises(SnapshotFailed, match="database.dump size differs"):
+        verify_parts("S1", directory, manifest, without_sha256=frozenset({"database.dump"}))
+
+
+def test_a_snapshot_from_a_newer_runbook_is_refused_in_one_line(tmp_path):
+    directory = _snapshot(tmp_path, "S1")
+    _, manifest = load_manifest(tmp_path / ".runbook", "S1")
+    verify_parts("S1", directory, {**manifest, "format": 1})  # format 1 (and no format at all) still reads
+    with pytest.raises(InputError) as info:
+        verify_parts("S1", directory, {**manifest, "format": 3})
+    assert str(info.value) == ("snapshot S1 has manifest format 3; this runbook reads up to 2 (restore it with "
+                               "the runbook version that took it, or a newer one)")
+    assert info.value.exit_code == 2
+
+
 def test_unknown_snapshot_is_bad_input(tmp_path):
     with pytest.raises(InputError, match="no snapshot"):
         load_manifest(tmp_path, "nope")
@@ -122,11 +146,17 @@ def test_snapshot_ids_are_safe_names():
     assert "/" not in new_snapshot_id("a/../b") and " " not in new_snapshot_id("a b")
 
 
-def test_stats_sql_checksums_small_tables_only():
-    text = stats_sql([("small", 10), ('we"ird', 10), ("huge", 10**12)])
-    assert 'public."we""ird"' in text
-    assert text.count("md5(t::text)") == 2
+def test_stats_sql_sums_each_table_as_told():
+    text = stats_sql([("small", "h"), ('we"ird', "t"), ("old", "md5"), ("huge", None)])
+    assert "'h:' || coalesce(sum(hash_record_extended(t, 0)), 0) AS checksum FROM public.\"small\" t" in text
+    assert "'t:' || coalesce(sum(hashtextextended(t::text, 0)), 0) AS checksum FROM public.\"we\"\"ird\" t" in text
+    assert "(SELECT md5(t::text) AS h FROM public.\"old\" t) s" in text
     assert "NULL::text AS checksum FROM public.\"huge\"" in text
+
+
+def test_a_checksum_names_how_it_was_computed():
+    assert [checksum_kind(v) for v in ("h:-12", "t:5", "0cc175b9c0f1b6a831c399e269772661", None, "")] == [
+        "h", "t", "md5", None, None]
 
 
 def test_report_says_the_data_is_back():
@@ -147,7 +177,7 @@ def test_report_says_the_data_is_back():
 
 
 def test_migration_files_django_alembic_and_extra_globs_but_no_virtualenvs(tmp_path):
-    from runbook.artifacts.snapshot import file_patterns, find_files
+    from runbook.artifacts.snapshot_files import file_patterns, find_files
 
     for path in ["shop/migrations/0001_initial.py", "shop/migrations/__init__.py", "shop/models.py",
                  "apps/deep/migrations/0002_x.py", ".venv/lib/python3.11/site-packages/django/migrations/0001.py",
