@@ -14,6 +14,7 @@ import dataclasses
 import shlex
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ _DATABASE_WORDS = ("DB", "DATABASE")
 _NOT_A_NAME = ("USER", "PASS", "HOST", "PORT", "ROLE", "SCHEMA")
 _URL_SCHEMES = ("postgres", "postgresql")
 _MAX_IDENTIFIER = 63
+_DROP_ATTEMPTS = 5
+_DROP_PAUSE = 2.0  # seconds between tries of DROP DATABASE
 # Options of `runbook` and `runbook run` that take a value: a value equal to "--rehearse" is not the flag.
 _VALUE_OPTIONS = {"--var", "--report", "--project-dir", "--target", "--compose-file", "--project-name"}
 
@@ -318,11 +321,24 @@ class Rehearsal:
 
     def _drop(self) -> None:
         assert self.real is not None
-        self.real.query("DROP DATABASE IF EXISTS {copy} WITH (FORCE)", identifiers={"copy": self.copy})
-        left = self.real.query("SELECT count(*) FROM pg_database WHERE datname = %(name)s", {"name": self.copy})[1]
-        if int(left[0][0]):
-            raise RuntimeError("it is still there")
-        self.facts["database"] = f"{self.facts.get('database', self.copy)}, dropped"
+        # WITH (FORCE) waits only 5 s for the sessions it terminates to exit; on a loaded server a backend
+        # (an autovacuum worker on the fresh copy, a Django process still closing) can take longer, and
+        # PostgreSQL then says the database "is being accessed by other users". A few more tries cost seconds.
+        for attempt in range(_DROP_ATTEMPTS):
+            try:
+                self.real.query("DROP DATABASE IF EXISTS {copy} WITH (FORCE)", identifiers={"copy": self.copy})
+            except RunbookError:
+                if attempt + 1 == _DROP_ATTEMPTS:
+                    raise
+                time.sleep(_DROP_PAUSE)
+                continue
+            left = self.real.query("SELECT count(*) FROM pg_database WHERE datname = %(name)s",
+                                   {"name": self.copy})[1]
+            if not int(left[0][0]):
+                self.facts["database"] = f"{self.facts.get('database', self.copy)}, dropped"
+                return
+            time.sleep(_DROP_PAUSE)
+        raise RuntimeError("it is still there")
 
     def _delete_files(self) -> None:
         if self._local_tmp is not None:

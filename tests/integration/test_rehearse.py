@@ -90,6 +90,10 @@ stack = stack_fixture(PROJECT, DB_PORT)
 
 @pytest.fixture
 def clean(stack: Path) -> Path:
+    # A copy one failed test left behind must fail that test only, not every test after it.
+    with psycopg.connect(**DB, autocommit=True) as conn:
+        for name in _rehearsal_databases():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
     return clean_stack(stack, DB)
 
 
@@ -129,13 +133,13 @@ def _leftover_copies() -> str:
     return output.decode().strip()
 
 
-def _assert_untouched(stack: Path, before: dict) -> None:
+def _assert_untouched(stack: Path, before: dict, output: str) -> None:
     after = _real_state(stack)
     assert after["history"] == before["history"]
     assert after["rows"] == before["rows"]
     assert after["files"] == before["files"]
-    assert _rehearsal_databases() == []
-    assert _leftover_copies() == ""
+    assert _rehearsal_databases() == [], output
+    assert _leftover_copies() == "", output
 
 
 def test_rehearsal_of_fix_history_repairs_the_copy_and_leaves_everything_real(clean: Path,
@@ -148,7 +152,7 @@ def test_rehearsal_of_fix_history_repairs_the_copy_and_leaves_everything_real(cl
     assert proc.returncode == 0, out
     assert "apply customer.0001_initial for real" in proc.stdout
     assert proc.stdout.rstrip().endswith("runbook run fix-history --yes")
-    _assert_untouched(clean, before)
+    _assert_untouched(clean, before, out)
 
     report, markdown = report_of(clean, "fix-history")
     assert report["rehearsal"] is True
@@ -187,7 +191,7 @@ def test_rehearsal_whose_verify_fails_exits_3_and_leaves_everything_real(clean: 
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out
     assert "the real run:" not in proc.stdout
-    _assert_untouched(clean, before)
+    _assert_untouched(clean, before, out)
     report, markdown = report_of(clean, "break-then-check")
     assert report["rehearsal"] is True and report["status"] == "verify-failed"
     assert [s["status"] for s in report["steps"]] == ["ok", "ok", "ok", "ok"]
@@ -198,7 +202,7 @@ def test_rehearsal_whose_verify_fails_exits_3_and_leaves_everything_real(clean: 
     (clean / "fail.yml").write_text(FAILING_STEP)
     proc = run_cli(runbook_cli, clean, "run", "fail.yml", "--rehearse")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    _assert_untouched(clean, before)
+    _assert_untouched(clean, before, proc.stdout + proc.stderr)
     report, _ = report_of(clean, "break-then-fail")
     assert report["rehearsal"] is True and [s["status"] for s in report["steps"]] == ["ok", "ok", "failed"]
 
@@ -222,7 +226,7 @@ def test_ctrl_c_during_a_rehearsal_drops_the_copy_and_deletes_the_files(clean: P
             proc.kill()
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err
-    _assert_untouched(clean, before)
+    _assert_untouched(clean, before, out + err)
     assert sleepers(PROJECT, "sleep 120") == 0
     report, _ = report_of(clean, "long")
     assert report["status"] == "interrupted" and report["rehearsal"] is True
