@@ -22,7 +22,7 @@ from typing import Any
 from runbook.artifacts.snapshot_manifest import DUMP
 from runbook.artifacts.snapshot_stream import Beside, CopyProgress, FileHasher
 from runbook.artifacts.snapshot_tables import DATA_SIZE_SQL, Query, history_rows, reading, table_stats
-from runbook.database.postgres import Database
+from runbook.database.postgres import Database, libpq_environment
 from runbook.errors import RunbookError, SnapshotFailed
 from runbook.progress import OnTransfer, Progress, Sampler, Transfer, human_size, no_transfer
 from runbook.targets.base import DatabaseSettings, ExecResult, Target, create_output_file
@@ -50,8 +50,15 @@ def pg_client(target: Target, settings: DatabaseSettings) -> PgClient:
            "PGOPTIONS": "-c client_min_messages=warning"}
     if settings.password:
         env["PGPASSWORD"] = settings.password
-    if target.on_this_host:
+    if target.on_this_host:  # over TCP, with database.url's sslmode and the like, as runbook's own session
         env.update(PGHOST=settings.host, PGPORT=str(settings.port))
+        carried, left = libpq_environment(settings.parameters)
+        if "PGOPTIONS" in carried:
+            carried["PGOPTIONS"] = f"{carried['PGOPTIONS']} {env['PGOPTIONS']}"
+        env.update(carried)
+        if left:
+            target.warnings.add(f"database.url's {', '.join(left)} cannot reach pg_dump, pg_restore and psql on "
+                                "this host (no PG* variable carries them): they connect without")
     return PgClient("db", env)
 
 

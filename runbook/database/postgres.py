@@ -5,6 +5,7 @@ Connection problems become EnvironmentNotReady (exit 4) with one line that names
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,21 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes | memoryview):
         return bytes(value).hex()
     return value
+
+
+def libpq_environment(parameters: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Return the PG* variables that carry these libpq parameters to a client tool, and the parameters none
+    carries (keepalives, sslpassword): pg_dump on the host must connect as runbook's own session does."""
+    variables = {o.keyword.decode(): o.envvar.decode()
+                 for o in psycopg.pq.Conninfo.get_defaults() if o.envvar is not None}
+    env: dict[str, str] = {}
+    left: list[str] = []
+    for key, value in parameters.items():
+        if key in variables:
+            env[variables[key]] = value
+        else:
+            left.append(key)
+    return env, sorted(left)
 
 
 def explain_connect_error(settings: DatabaseSettings, exc: Exception) -> EnvironmentNotReady:

@@ -13,12 +13,14 @@ import pytest
 
 from runbook.artifacts.report import render_markdown, summary_lines
 from runbook.artifacts.restore import RestoreOutcome, verify_parts
+from runbook.artifacts.snapshot_dump import pg_client
 from runbook.artifacts.snapshot_manifest import file_entry, list_snapshots, load_manifest, new_snapshot_id, summary
 from runbook.artifacts.snapshot_tables import checksum_kind, stats_sql
 from runbook.config import Config
 from runbook.errors import InputError, SnapshotFailed
 from runbook.redact import Redactor
 from runbook.results import RunResult
+from runbook.targets.base import DatabaseSettings
 from runbook.targets.compose.hijack import STDERR, STDOUT, FrameDecoder
 from runbook.targets.local import LocalTarget
 
@@ -194,3 +196,17 @@ def test_migration_files_django_alembic_and_extra_globs_but_no_virtualenvs(tmp_p
     assert find_files(target, root, patterns) == [
         "apps/deep/migrations/0002_x.py", "db/alembic/versions/abc123_first.py", "extra/notes.txt",
         "shop/migrations/0001_initial.py", "shop/migrations/__init__.py"]
+
+
+def test_pg_dump_on_the_host_connects_with_the_urls_libpq_parameters(tmp_path):
+    target = LocalTarget(Config(project_dir=tmp_path))
+    settings = DatabaseSettings(host="127.0.0.1", port=25431, user="app", password="pw", dbname="shop",
+                                parameters={"sslmode": "require", "sslrootcert": "/etc/ca.pem",
+                                            "options": "-c search_path=app", "keepalives": "1"})
+    env = pg_client(target, settings).env
+    assert env["PGHOST"] == "127.0.0.1" and env["PGPORT"] == "25431" and env["PGPASSWORD"] == "pw"
+    assert env["PGSSLMODE"] == "require" and env["PGSSLROOTCERT"] == "/etc/ca.pem"
+    # The URL's options and runbook's own both reach the server.
+    assert env["PGOPTIONS"] == "-c search_path=app -c client_min_messages=warning"
+    assert list(target.warnings) == ["database.url's keepalives cannot reach pg_dump, pg_restore and psql on this "
+                                     "host (no PG* variable carries them): they connect without"]
