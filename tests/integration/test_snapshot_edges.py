@@ -164,12 +164,17 @@ FROM (SELECT md5(t::text) AS h FROM {} t) s
 """
 
 
+def _snapshot_and_manifest(runbook_cli: list[str], stack: Path) -> tuple[str, Path, dict]:
+    """Take a snapshot; return its id, its manifest's path, and the manifest for the test to edit."""
+    snapshot_id, _ = take_snapshot(runbook_cli, stack)
+    path = stack / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
+    return snapshot_id, path, json.loads(path.read_text())
+
+
 def test_a_snapshot_of_manifest_format_1_still_restores_and_checks(seeded: Path, runbook_cli: list[str]) -> None:
     execute(PARTITIONED)
     state = db_state()
-    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
-    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
-    manifest = json.loads(path.read_text())
+    snapshot_id, path, manifest = _snapshot_and_manifest(runbook_cli, seeded)
     # As runbook wrote it before format 2: md5 checksums, nothing said of the dump's own transactions.
     manifest["format"] = 1
     for key in ("compression", "large_objects", "transaction_blocks"):
@@ -196,9 +201,7 @@ def test_a_snapshot_of_manifest_format_1_still_restores_and_checks(seeded: Path,
 def test_a_table_without_checksum_is_counted_as_the_restore_loads_it(seeded: Path, runbook_cli: list[str]) -> None:
     execute(PARTITIONED)
     state = db_state()
-    snapshot_id, _ = take_snapshot(runbook_cli, seeded)
-    path = seeded / ".runbook" / "snapshots" / snapshot_id / "manifest.json"
-    manifest = json.loads(path.read_text())
+    snapshot_id, path, manifest = _snapshot_and_manifest(runbook_cli, seeded)
     tables = manifest["database"]["tables"]
     # As a table over 512 MB is snapshotted: counted, no checksum. The check then reads the rows the server
     # inserted in the restore's own transaction instead of counting the table again.
