@@ -18,6 +18,15 @@ from runbook.targets.base import DatabaseSettings
 
 # pg_try_advisory_lock(int4, int4): the pair shows up as classid/objid in pg_locks.
 ADVISORY_LOCK = (0x72756E62, 1)  # "runb"
+# Who holds the run lock on this database. Advisory locks belong to one database: a run on another
+# database of the same server holds a lock of its own, and is not the holder to name.
+HOLDERS_SQL = (
+    "SELECT a.application_name, host(a.client_addr),"
+    " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM pg_locks l"
+    " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.classid = %(a)s AND l.objid = %(b)s AND l.granted"
+)
 HISTORY_QUERIES = {
     "django_migrations": "SELECT app, name FROM django_migrations ORDER BY app, name",
     "alembic_version": "SELECT version_num FROM alembic_version ORDER BY version_num",
@@ -201,12 +210,7 @@ class Database:
         if rows[0][0]:
             self._locked = True
             return
-        _, holders, _ = self.query(
-            "SELECT a.application_name, host(a.client_addr),"
-            " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM pg_locks l"
-            " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
-            " AND l.classid = %(a)s AND l.objid = %(b)s AND l.granted",
-            {"a": ADVISORY_LOCK[0], "b": ADVISORY_LOCK[1]})
+        _, holders, _ = self.query(HOLDERS_SQL, {"a": ADVISORY_LOCK[0], "b": ADVISORY_LOCK[1]})
         raise LockHeld(
             f"another runbook run holds the database lock on {self.settings.dbname}: "
             + (describe_holder(*holders[0]) if holders else "an unknown session"),

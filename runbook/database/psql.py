@@ -22,7 +22,13 @@ from typing import Any
 
 from psycopg import sql
 
-from runbook.database.postgres import ADVISORY_LOCK, Database, describe_holder, explain_connect_error
+from runbook.database.postgres import (
+    ADVISORY_LOCK,
+    HOLDERS_SQL,
+    Database,
+    describe_holder,
+    explain_connect_error,
+)
 from runbook.errors import EnvironmentNotReady, LockHeld, StepFailed
 from runbook.targets.base import DatabaseSettings, Target
 
@@ -160,12 +166,6 @@ class PsqlDatabase(Database):
 STDIN_BLOCK = 256 * 1024
 # How long the lock session may take to start and answer before the run gives up (exit 4).
 LOCK_START_TIMEOUT = 30.0
-HOLDERS_SQL = (
-    "SELECT a.application_name, host(a.client_addr),"
-    " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM pg_locks l"
-    " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
-    " AND l.classid = %(a)s AND l.objid = %(b)s AND l.granted"
-)
 
 
 class LockSession:

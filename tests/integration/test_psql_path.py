@@ -7,12 +7,14 @@ steps, the history rows and the report all work, and the report says which path 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack import isolated_stack, run_cli
+from stack import isolated_stack, run_cli, service_container
 
+from runbook.database.postgres import ADVISORY_LOCK
 from runbook.database.psql import compose_client_side, parse_csv_output
 
 pytestmark = pytest.mark.integration
@@ -69,3 +71,27 @@ def test_sql_steps_run_through_psql_when_no_network_path(psql_stack: Path, runbo
     assert any("through psql" in note for note in record["notes"])
     assert [s["status"] for s in record["steps"]] == ["ok"] * 4
     assert "runbook-secret" not in report.read_text()
+
+
+def test_a_run_holding_the_lock_of_another_database_does_not_hold_up_this_one(psql_stack: Path,
+                                                                              runbook_cli: list[str]) -> None:
+    # Advisory locks belong to one database: runbook's own, held on `postgres` of the same server by a session
+    # that stays for a minute, is another project's run, not this one's.
+    db = service_container("rbpsql", "db")
+    holder = f"SELECT pg_advisory_lock({ADVISORY_LOCK[0]}, {ADVISORY_LOCK[1]}); SELECT pg_sleep(60)"
+    db.exec_run(["psql", "-U", "runbook", "-d", "postgres", "-c", holder],
+                detach=True, environment={"PGAPPNAME": "another project's run"})
+    try:
+        deadline = time.monotonic() + 30
+        while db.exec_run(["psql", "-U", "runbook", "-d", "postgres", "-tAc",
+                           "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                           "(SELECT oid FROM pg_database WHERE datname = 'postgres')"]).output.strip() != b"1":
+            assert time.monotonic() < deadline, "the other database's session never took its lock"
+            time.sleep(0.2)
+        proc = run_cli(runbook_cli, psql_stack, "run", "psql-path.yml", "--yes", "--var", "table=second",
+                       timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        db.exec_run(["psql", "-U", "runbook", "-d", "postgres", "-c",
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                     "'another project''s run'"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from stack import run_local, start_cli, write_local_config
 
 pytestmark = pytest.mark.integration
@@ -111,3 +112,42 @@ def test_second_run_exits_5_and_ctrl_c_leaves_a_report_and_no_lock(tmp_path, fre
     again = _run(runbook_cli, first_dir, fresh_db)
     assert again.returncode == 0, again.stdout + again.stderr
     shutil.rmtree(tmp_path / "other", ignore_errors=True)
+
+
+QUICK_PLAYBOOK = SLOW_PLAYBOOK.replace('shell: "echo started; sleep 60 & echo $! > sleeper.pid; wait"', 'run: ["true"]')
+
+
+def test_a_run_on_another_database_of_the_server_is_neither_held_up_nor_named(tmp_path, fresh_db, runbook_cli):
+    # Advisory locks belong to one database: two projects whose databases share a server run side by side,
+    # and a refusal names the holder of its own database's lock.
+    neighbour = dict(fresh_db, dbname=f"{fresh_db['dbname']}_neighbour")
+    with psycopg.connect(**dict(fresh_db, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(neighbour["dbname"])))
+    holder_dir = _project(tmp_path, neighbour, "holder")
+    holder = _start(runbook_cli, holder_dir, neighbour)
+    try:
+        _wait_for_step(holder_dir)
+        first_dir = _project(tmp_path, fresh_db, "first")
+        first = _start(runbook_cli, first_dir, fresh_db)
+        try:
+            _wait_for_step(first_dir)
+            other_dir = _project(tmp_path, fresh_db, "other")
+            refused = _run(runbook_cli, other_dir, fresh_db)
+            assert refused.returncode == 5, refused.stdout + refused.stderr
+            assert f"database lock on {fresh_db['dbname']}: runbook pid {first.pid} " in refused.stderr, \
+                refused.stderr
+        finally:
+            first.send_signal(signal.SIGINT)
+            first.communicate(timeout=30)
+
+        quick_dir = _project(tmp_path, fresh_db, "quick")
+        (quick_dir / "slow.yml").write_text(QUICK_PLAYBOOK)
+        quick = _run(runbook_cli, quick_dir, fresh_db)
+        assert quick.returncode == 0, quick.stdout + quick.stderr
+        assert holder.poll() is None  # still holding its own database's lock all along
+    finally:
+        holder.send_signal(signal.SIGINT)
+        holder.communicate(timeout=30)
+        with psycopg.connect(**dict(fresh_db, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(neighbour["dbname"])))
