@@ -104,3 +104,53 @@ def test_pinned_env_wins_over_a_step_and_reaches_the_db_service() -> None:
     rehearsal.created, rehearsal.copy, rehearsal.overrides = True, "shop_rehearsal_1", {"DB_NAME": "shop_rehearsal_1"}
     assert rehearsal.pin_env("backend", {"DB_NAME": "shop", "X": "1"}) == {"DB_NAME": "shop_rehearsal_1", "X": "1"}
     assert rehearsal.pin_env("db", {}) == {"PGDATABASE": "shop_rehearsal_1"}
+
+
+class _BusyServer:
+    """A server whose DROP DATABASE fails `busy` times, as when a terminated session outlives FORCE's 5 s."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.exists, self.drops = busy, True, 0
+
+    def query(self, text: str, params: object = None, identifiers: object = None) -> tuple:
+        from runbook.errors import StepFailed
+
+        if text.startswith("DROP DATABASE"):
+            self.drops += 1
+            if self.drops <= self.busy:
+                raise StepFailed('SQL failed: database "shop_rehearsal_1" is being accessed by other users')
+            self.exists = False
+            return [], [], "DROP DATABASE"
+        return ["count"], [[1 if self.exists else 0]], "SELECT 1"
+
+
+def _leaving(server: _BusyServer, monkeypatch) -> tuple:
+    from runbook.config import Config
+    from runbook.engine import rehearsal as module
+    from runbook.results import RunResult
+
+    monkeypatch.setattr(module, "_DROP_PAUSE", 0)
+    notes: list[str] = []
+    rehearsal = module.Rehearsal(Config(), target=None, note=notes.append)  # type: ignore[arg-type]
+    rehearsal.real, rehearsal.created, rehearsal.copy = server, True, "shop_rehearsal_1"  # type: ignore[assignment]
+    result = RunResult(playbook="fix-history", description="d", project="p", target={}, user="u", host="h",
+                       started="2026-12-03T00:00:00Z")
+    rehearsal.leave(result, None)
+    return result, notes
+
+
+def test_a_copy_still_busy_after_force_is_dropped_on_a_later_try(monkeypatch) -> None:
+    server = _BusyServer(busy=2)
+    result, notes = _leaving(server, monkeypatch)
+    assert server.drops == 3 and not server.exists and notes == []
+    assert result.rehearsed_on["database"].endswith(", dropped")
+
+
+def test_a_copy_that_cannot_be_dropped_is_reported_with_the_command_to_type(monkeypatch) -> None:
+    server = _BusyServer(busy=99)
+    result, notes = _leaving(server, monkeypatch)
+    assert server.exists and server.drops == 5
+    assert notes == ['could not drop the rehearsal database shop_rehearsal_1: SQL failed: database '
+                     '"shop_rehearsal_1" is being accessed by other users; do it by hand: DROP DATABASE '
+                     'shop_rehearsal_1 WITH (FORCE)']
+    assert result.rehearsed_on["problems"] == notes
